@@ -1,0 +1,1 @@
+"""The ``velvet`` command line: LightningCLI subcommands plus data and model utilities."""
