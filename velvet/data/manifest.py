@@ -30,12 +30,12 @@ import csv
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from velvet.data.atomic import atomic_path
 from velvet.data.errors import ManifestError
 
 __all__ = ["SPLITS", "Manifest", "ManifestRecord", "read_manifest", "write_manifest"]
@@ -98,13 +98,19 @@ class ManifestRecord:
         try:
             size = path.stat().st_size
         except OSError as exc:
-            raise ManifestError(path, f"report file of case {self.id!r} cannot be read ({exc.strerror})") from None
+            raise ManifestError(
+                path, f"report file of case {self.id!r} cannot be read ({exc.strerror})"
+            ) from None
         if size > MAX_REPORT_BYTES:
-            raise ManifestError(path, f"report file is {size} bytes, more than a report can be ({MAX_REPORT_BYTES})")
+            raise ManifestError(
+                path, f"report file is {size} bytes, more than a report can be ({MAX_REPORT_BYTES})"
+            )
         try:
             return path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
-            raise ManifestError(path, f"report file is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            raise ManifestError(
+                path, f"report file is not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from None
 
 
 @dataclass
@@ -202,23 +208,18 @@ def write_manifest(
     label_names: list[str] = []
     for r in records:
         label_names.extend(n for n in r.labels if n not in label_names)
-    dicts = [_record_to_dict(r, base) for r in records]
+    parents: dict[str, str] = {}
+    dicts = [_record_to_dict(r, base, parents) for r in records]
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".jsonl"):
         raise ValueError(f"manifest suffix must be .csv or .jsonl, got {path.name!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            if suffix == ".jsonl":
-                for d in dicts:
-                    fh.write(json.dumps(d, ensure_ascii=False) + "\n")
-            else:
-                _write_csv(fh, dicts, label_names)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # atomic: a reader (or a re-run after a crash) sees the old manifest or the new one, never half
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+        if suffix == ".jsonl":
+            for d in dicts:
+                fh.write(json.dumps(d, ensure_ascii=False) + "\n")
+        else:
+            _write_csv(fh, dicts, label_names)
     return path
 
 
@@ -245,7 +246,9 @@ def _read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 reader = csv.DictReader(fh)
                 missing = [c for c in ("id", "volume", "split") if c not in (reader.fieldnames or [])]
                 if missing:
-                    raise ManifestError(path, f"missing required column(s) {missing}; header is {reader.fieldnames}")
+                    raise ManifestError(
+                        path, f"missing required column(s) {missing}; header is {reader.fieldnames}"
+                    )
                 for row in reader:
                     # csv line numbers count the header; report the physical line of the row
                     yield reader.line_num, row
@@ -365,14 +368,17 @@ def _check_files(path: Path, records: list[ManifestRecord]) -> None:
 # --------------------------------------------------------------------------------------- writing
 
 
-def _record_to_dict(r: ManifestRecord, base: Path) -> dict[str, Any]:
+def _record_to_dict(r: ManifestRecord, base: Path, parents: dict[str, str]) -> dict[str, Any]:
     def rel(p: str | None) -> str | None:
         if p is None:
             return None
-        try:
-            return os.path.relpath(p, base)
-        except ValueError:  # different drive (Windows)
-            return p
+        folder, name = os.path.split(p)
+        if folder not in parents:  # relpath is slow; a data set has few folders and many files
+            try:
+                parents[folder] = os.path.relpath(folder, base)
+            except ValueError:  # different drive (Windows)
+                parents[folder] = folder
+        return os.path.join(parents[folder], name) if parents[folder] != "." else name
 
     d: dict[str, Any] = {"id": r.id, "volume": rel(r.volume), "split": r.split}
     if r.report is not None:
