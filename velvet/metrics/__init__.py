@@ -1,0 +1,1 @@
+"""Evaluation metrics (retrieval now; NLG and segmentation wrappers with their tasks)."""
