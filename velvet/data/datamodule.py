@@ -15,7 +15,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from velvet.data.cache import VolumeCache
 from velvet.data.collate import VolumeReportCollator
@@ -97,6 +97,7 @@ class VelvetDataModule(pl.LightningDataModule):
         self.seed = seed
         self.manifest: Manifest | None = None
         self.tokenizer: Any = None
+        self.tokenizer_dir: str | None = None
         self.datasets: dict[str, VolumeReportDataset] = {}
 
     # ------------------------------------------------------------------ once per machine
@@ -152,8 +153,8 @@ class VelvetDataModule(pl.LightningDataModule):
         if self.manifest is not None:
             return
         self.manifest = read_manifest(self.manifest_path)
-        tok_dir = self.tokenizer_path or str(self._tokenizer_dir(self.manifest))
-        self.tokenizer = TriBertTokenizer.from_pretrained(tok_dir, seed=self.seed, **self.tokenizer_options)
+        self.tokenizer_dir = self.tokenizer_path or str(self._tokenizer_dir(self.manifest))
+        self.tokenizer = TriBertTokenizer.from_pretrained(self.tokenizer_dir, seed=self.seed, **self.tokenizer_options)
         for split in ("train", "val", "test"):
             records = self._usable(self.manifest.split(split))
             self.datasets[split] = VolumeReportDataset(
@@ -203,7 +204,7 @@ class VelvetDataModule(pl.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            sampler=EpochSeededSampler(dataset, seed=self.seed) if train else None,
             # contrastive losses need the same number of negatives every step: no ragged last batch
             drop_last=train,
             num_workers=workers,
@@ -224,6 +225,28 @@ class VelvetDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
+
+
+class EpochSeededSampler(RandomSampler):
+    """A random order that depends only on ``(seed, epoch)``.
+
+    Lightning calls ``set_epoch`` every epoch, so a run resumed from a checkpoint sees the same
+    order as the uninterrupted run (a plain RandomSampler draws from the global RNG, whose state a
+    restart does not restore). Under DDP, Lightning replaces it with a seeded DistributedSampler
+    (it is a RandomSampler, so shuffling is kept).
+    """
+
+    def __init__(self, data_source: Any, seed: int = 0) -> None:
+        self.seed = seed
+        self.epoch = 0
+        super().__init__(data_source, generator=torch.Generator().manual_seed(seed))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):  # type: ignore[override]
+        self.generator.manual_seed(self.seed * 1_000_003 + self.epoch)
+        return super().__iter__()
 
 
 def _single_thread_worker(_: int) -> None:

@@ -1,0 +1,169 @@
+"""VelvetModel: the vision encoder, TriBERT and the heads of the pretraining objectives.
+
+The model holds parameters and exposes encoding steps; it computes no loss. The objectives
+(:class:`velvet.pretraining.VelvetPretrainer`) and downstream tasks compose these steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from velvet.losses.temperature import LogitScale
+from velvet.models.config import VelvetConfig
+
+__all__ = ["VelvetModel"]
+
+TEXT_INPUTS = ("input_ids", "token_type_ids", "attention_mask", "sentence_ids", "sentence_token_mask")
+
+
+class VelvetModel(nn.Module):
+    """A VELVET-Med model: a 3D vision encoder, the TriBERT text encoder and objective heads.
+
+    Args:
+        config: a config resolved against a tokenizer (:meth:`VelvetConfig.for_tokenizer`), so that
+            ``config.text`` holds every ``TextEncoderConfig`` field.
+
+    Attributes:
+        vision: the vision encoder (:class:`~velvet.models.vision.base.VisionEncoder`).
+        text: the :class:`~velvet.models.text.tribert.TriBert` encoder.
+        logit_scale: the learnable, clamped 1 / temperature of the contrastive losses.
+        heads: ``nn.ModuleDict`` of the objective heads (projections, SSL heads, MLM/ITM heads).
+    """
+
+    def __init__(self, config: VelvetConfig) -> None:
+        super().__init__()
+        from velvet.models.text.config import TextEncoderConfig
+        from velvet.models.text.tribert import TriBert
+        from velvet.models.vision.factory import create_vision_encoder
+
+        if "preset" in config.text or "vocab_size" not in config.text:
+            raise ValueError("resolve the config against a tokenizer first: config.for_tokenizer(tokenizer)")
+        self.config = config
+        self.vision = create_vision_encoder(config.vision)
+        text_cfg = TextEncoderConfig.from_dict(config.text)
+        if config.needs_fusion and text_cfg.num_fusion_layers < 1:
+            raise ValueError(f"objectives {config.objectives} need fusion layers: set text num_fusion_layers >= 1")
+        self.text = TriBert(text_cfg)
+        self.logit_scale = LogitScale(config.init_temperature, config.max_logit_scale)
+        self.heads = nn.ModuleDict(self._build_heads(config, text_cfg))
+
+    def _build_heads(self, config: VelvetConfig, text_cfg: Any) -> dict[str, nn.Module]:
+        from velvet.models.heads.mlm import MLMHead
+        from velvet.models.heads.vision_ssl import ContrastiveProjection, ReconstructionDecoder, RotationHead
+
+        e, hidden, dims = config.embed_dim, text_cfg.hidden_size, self.vision.feature_dims
+        heads: dict[str, nn.Module] = {}
+        objectives = set(config.objectives)
+        if objectives & {"itc_report", "itm"}:
+            heads["image_report"] = nn.Linear(self.vision.embed_dim, e)
+            heads["text_report"] = nn.Linear(hidden, e)
+        if "itc_sentence" in objectives:
+            heads["image_sentence"] = nn.Linear(dims[config.sentence_level], e)
+            heads["text_sentence"] = nn.Linear(hidden, e)
+        if "itc_word" in objectives:
+            heads["image_word"] = nn.Linear(dims[config.word_level], e)
+            heads["text_word"] = nn.Linear(hidden, e)
+        if "vis_ssl" in objectives:
+            heads["ssl_rotation"] = RotationHead(self.vision.embed_dim, 4)
+            heads["ssl_contrast"] = ContrastiveProjection(self.vision.embed_dim, config.ssl_embed_dim)
+            heads["ssl_recon"] = ReconstructionDecoder.for_encoder(self.vision)
+        if "txt_mlm" in objectives:
+            heads["txt_mlm"] = MLMHead(hidden, text_cfg.vocab_size)
+        if config.needs_fusion:
+            # the reference's "mm_adpater": top-map tokens -> the fusion layers' memory width
+            heads["visual_adapter"] = nn.Sequential(
+                nn.Linear(self.vision.embed_dim, text_cfg.vision_width), nn.LayerNorm(text_cfg.vision_width)
+            )
+        if "itm" in objectives:
+            heads["itm"] = nn.Linear(hidden, 2)
+        if "mm_mlm" in objectives:
+            heads["mm_mlm"] = MLMHead(hidden, text_cfg.vocab_size)
+        return heads
+
+    # ------------------------------------------------------------------ encoding steps
+
+    def encode_image(self, image: torch.Tensor) -> dict[str, Any]:
+        """Encode volumes.
+
+        Args:
+            image: ``(B, 1, H, W, D)`` float in [0, 1] (the preprocessing contract's output).
+
+        Returns:
+            ``maps`` (list of ``(B, C_i, h, w, d)``, fine -> coarse), ``pooled`` ``(B, C_top)`` and,
+            with a report-level head, ``embedding`` ``(B, E)`` L2-normalised.
+        """
+        out: dict[str, Any] = dict(self.vision(image))
+        if "image_report" in self.heads:
+            out["embedding"] = F.normalize(self.heads["image_report"](out["pooled"]), dim=-1)
+        return out
+
+    def encode_text(self, text: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Encode tokenised reports (a :class:`~velvet.types.TextBatch`).
+
+        Returns:
+            ``hidden`` ``(B, L, E_t)`` (the ITC layer output), ``last_hidden`` ``(B, L, E_t)``, the pooled
+            levels ``report`` ``(B, E_t)``, ``sentences`` ``(B, S, E_t)``, ``sentence_mask`` ``(B, S)``,
+            ``words`` ``(B, T, E_t)``, ``word_mask`` ``(B, T)``, and with a report-level head
+            ``embedding`` ``(B, E)`` L2-normalised.
+        """
+        states = self.text.forward_text(*(text[k] for k in TEXT_INPUTS), output_all=True)
+        out = {"hidden": states["itc"], "last_hidden": states["last_hidden_state"]}
+        out.update(
+            self.text.pool(
+                states["itc"], text["word_ids"], text["sentence_ids"], text["sentence_token_mask"], text["attention_mask"]
+            )
+        )
+        if "text_report" in self.heads:
+            out["embedding"] = F.normalize(self.heads["text_report"](out["report"]), dim=-1)
+        return out
+
+    def image_regions(self, maps: list[torch.Tensor], level: str) -> torch.Tensor:
+        """Project a vision map's voxels into the shared space: ``(B, R, E)`` for ``level`` sentence/word."""
+        index = self.config.sentence_level if level == "sentence" else self.config.word_level
+        regions = rearrange(maps[index], "b c h w d -> b (h w d) c")  # (B, R, C)
+        return self.heads[f"image_{level}"](regions)
+
+    def text_units(self, encoded: Mapping[str, torch.Tensor], level: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Project sentences or words into the shared space: ``(B, S|T, E)`` and their ``(B, S|T)`` mask."""
+        units, mask = (
+            (encoded["sentences"], encoded["sentence_mask"])
+            if level == "sentence"
+            else (encoded["words"], encoded["word_mask"])
+        )
+        return self.heads[f"text_{level}"](units), mask
+
+    def visual_tokens(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """The fusion layers' memory: top-map voxels through the adapter, ``(B, N, E_v)``."""
+        tokens = rearrange(maps[-1], "b c h w d -> b (h w d) c")  # (B, N, C_top)
+        return self.heads["visual_adapter"](tokens)
+
+    def fuse(self, text: Mapping[str, torch.Tensor], hidden: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        """Run the fusion layers on text states ``(B, L, E_t)`` with visual memory ``(B, N, E_v)``."""
+        return self.text.forward_fusion(
+            hidden, text["attention_mask"], text["sentence_ids"], text["sentence_token_mask"], visual
+        )
+
+    # ------------------------------------------------------------------ inference helpers
+
+    @torch.no_grad()
+    def similarity(self, image: torch.Tensor, text: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Cosine similarity ``(B_img, B_txt)`` of report-level embeddings."""
+        return self.encode_image(image)["embedding"] @ self.encode_text(text)["embedding"].T
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Trade compute for memory in both encoders."""
+        self.vision.set_grad_checkpointing(enable)
+        self.text.set_grad_checkpointing(enable)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names excluded from weight decay (1-D parameters, position tables, the temperature)."""
+        names = {f"vision.{n}" for n in self.vision.no_weight_decay()}
+        names |= {f"text.{n}" for n in self.text.no_weight_decay()}
+        names |= {n for n, p in self.named_parameters() if p.ndim < 2}
+        return names
