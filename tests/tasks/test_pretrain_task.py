@@ -98,7 +98,9 @@ def test_resume_gives_the_same_next_step_loss(data_dirs, tmp_path):
     resumed.fit(PretrainTask(model=SMALL, lr=1e-3), datamodule=_datamodule(data_dirs), ckpt_path=str(tmp_path / "ckpt1" / "last.ckpt"))
     after = [float(r["train/loss"]) for r in _metrics(resumed) if r.get("train/loss")]
     assert len(uninterrupted) == 6 and len(after) == 3
-    assert after == pytest.approx(uninterrupted[3:], abs=1e-6)
+    # float32 kernels may pick different reduction orders across runs (thread scheduling), so
+    # allow a few ulps; a wrong batch order or RNG state changes the loss by orders of magnitude more
+    assert after == pytest.approx(uninterrupted[3:], rel=1e-5)
 
 
 def test_negative_cache_mode_trains(data_dirs, tmp_path):
@@ -129,3 +131,15 @@ def test_checkpoint_rebuilds_without_the_datamodule(data_dirs, tmp_path):
 def test_bad_loss_weight_names():
     with pytest.raises(ValueError, match="unknown objective"):
         PretrainTask(model="velvet-tiny", loss_weights={"itc_global": 1.0})
+
+
+def test_batch_norm_projections_are_recalibrated_before_validation(data_dirs, tmp_path):
+    model = {**SMALL, "projection_norm": "batch"}
+    task = PretrainTask(model=model, lr=1e-3, bn_recalibration_batches=2)
+    trainer = _trainer(tmp_path, max_epochs=1)
+    trainer.fit(task, datamodule=_datamodule(data_dirs))
+    norms = [m for m in task.model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(norms) == 4  # image/text heads at report and sentence level
+    # 3 training steps would leave a count of 3; the recalibration restarted it on 2 batches
+    assert all(int(m.num_batches_tracked) == 2 for m in norms)
+    assert all(m.momentum == 0.1 for m in norms)

@@ -44,6 +44,9 @@ class VelvetConfig:
         sentence_level: index of the vision map aligned with sentences (-2: "middle", 6^3 at 96^3 input).
         word_level: index of the vision map aligned with words (-3: "bottom", 12^3).
         ssl_embed_dim: width of the vision-SSL contrastive projection (512).
+        projection_norm: ``"none"`` (the reference's plain linear projections) or ``"batch"``
+            (batch-standardised projections, which keep contrastive training from scratch out of
+            the all-embeddings-equal solution; see :class:`~velvet.models.heads.projection.ProjectionHead`).
     """
 
     name: str = "custom"
@@ -56,6 +59,7 @@ class VelvetConfig:
     sentence_level: int = -2
     word_level: int = -3
     ssl_embed_dim: int = 512
+    projection_norm: str = "none"
 
     def __post_init__(self) -> None:
         objectives = tuple(self.objectives)
@@ -71,6 +75,8 @@ class VelvetConfig:
         object.__setattr__(self, "objectives", tuple(o for o in OBJECTIVES if o in objectives))
         object.__setattr__(self, "vision", dict(self.vision))
         object.__setattr__(self, "text", dict(self.text))
+        if self.projection_norm not in ("none", "batch"):
+            raise ValueError(f"projection_norm must be 'none' or 'batch', got {self.projection_norm!r}")
         if self.embed_dim < 1 or not 0 < self.init_temperature < 1 or self.max_logit_scale <= 1:
             raise ValueError("embed_dim must be >= 1, init_temperature in (0, 1), max_logit_scale > 1")
 

@@ -55,20 +55,25 @@ class VelvetModel(nn.Module):
 
     def _build_heads(self, config: VelvetConfig, text_cfg: Any) -> dict[str, nn.Module]:
         from velvet.models.heads.mlm import MLMHead
+        from velvet.models.heads.projection import ProjectionHead
         from velvet.models.heads.vision_ssl import ContrastiveProjection, ReconstructionDecoder, RotationHead
 
         e, hidden, dims = config.embed_dim, text_cfg.hidden_size, self.vision.feature_dims
         heads: dict[str, nn.Module] = {}
+
+        def proj(in_dim: int) -> nn.Module:
+            return ProjectionHead(in_dim, e, norm=config.projection_norm)  # type: ignore[arg-type]
+
         objectives = set(config.objectives)
         if objectives & {"itc_report", "itm"}:
-            heads["image_report"] = nn.Linear(self.vision.embed_dim, e)
-            heads["text_report"] = nn.Linear(hidden, e)
+            heads["image_report"] = proj(self.vision.embed_dim)
+            heads["text_report"] = proj(hidden)
         if "itc_sentence" in objectives:
-            heads["image_sentence"] = nn.Linear(dims[config.sentence_level], e)
-            heads["text_sentence"] = nn.Linear(hidden, e)
+            heads["image_sentence"] = proj(dims[config.sentence_level])
+            heads["text_sentence"] = proj(hidden)
         if "itc_word" in objectives:
-            heads["image_word"] = nn.Linear(dims[config.word_level], e)
-            heads["text_word"] = nn.Linear(hidden, e)
+            heads["image_word"] = proj(dims[config.word_level])
+            heads["text_word"] = proj(hidden)
         if "vis_ssl" in objectives:
             heads["ssl_rotation"] = RotationHead(self.vision.embed_dim, 4)
             heads["ssl_contrast"] = ContrastiveProjection(self.vision.embed_dim, config.ssl_embed_dim)
@@ -136,7 +141,26 @@ class VelvetModel(nn.Module):
             if level == "sentence"
             else (encoded["words"], encoded["word_mask"])
         )
-        return self.heads[f"text_{level}"](units), mask
+        head = self.heads[f"text_{level}"]
+        return head(units, mask.bool()), mask
+
+    def forward_projections(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Run every image-text projection head on a batch (``image`` plus the text fields).
+
+        Returns the projected ``image_<level>`` / ``text_<level>`` features of the levels this model
+        has heads for; used to re-estimate batch-norm statistics of the heads
+        (:func:`velvet.pretraining.precise_bn.recalibrate_batch_norm`).
+        """
+        image = self.encode_image(batch["image"])
+        text = self.encode_text(batch)
+        out: dict[str, torch.Tensor] = {}
+        if "embedding" in image:
+            out["image_report"], out["text_report"] = image["embedding"], text["embedding"]
+        for level in ("sentence", "word"):
+            if f"image_{level}" in self.heads:
+                out[f"image_{level}"] = self.image_regions(image["maps"], level)
+                out[f"text_{level}"] = self.text_units(text, level)[0]
+        return out
 
     def visual_tokens(self, maps: list[torch.Tensor]) -> torch.Tensor:
         """The fusion layers' memory: top-map voxels through the adapter, ``(B, N, E_v)``."""

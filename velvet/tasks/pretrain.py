@@ -53,6 +53,9 @@ class PretrainTask(pl.LightningModule):
         ssl_temperature: vision-SSL NT-Xent temperature.
         mlm_probability: MLM selection rate.
         retrieval_ks: recall@k cut-offs reported at validation/test.
+        bn_recalibration_batches: with batch-standardised projections (``projection_norm: batch``),
+            re-estimate their statistics on this many training batches with the current weights
+            before each validation during fit (:mod:`velvet.pretraining.precise_bn`); 0 disables.
         seed: base seed of the per-step generators.
     """
 
@@ -76,6 +79,7 @@ class PretrainTask(pl.LightningModule):
         ssl_temperature: float = 0.5,
         mlm_probability: float = 0.15,
         retrieval_ks: tuple[int, ...] = (1, 5, 10),
+        bn_recalibration_batches: int = 16,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -222,6 +226,24 @@ class PretrainTask(pl.LightningModule):
         self._log_terms(stage, out, self._weighted(out), batch["image"].shape[0])
         if "image_embedding" in out:
             self._val_embeddings.append((out["image_embedding"].float(), out["text_embedding"].float()))
+
+    def on_validation_epoch_start(self) -> None:
+        from lightning.pytorch.trainer.states import TrainerFn
+
+        from velvet.pretraining.precise_bn import batch_norms, recalibrate_batch_norm
+
+        n = self.hparams.bn_recalibration_batches
+        trainer = self.trainer
+        if not n or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or not batch_norms(self.model):
+            return
+        # a fresh pass over the training split: the epoch-seeded sampler gives the same order without
+        # touching any RNG the training loop depends on
+        datamodule = getattr(trainer, "datamodule", None)
+        loader = datamodule.train_dataloader() if datamodule is not None else trainer.train_dataloader
+        batches = (self.transfer_batch_to_device(b, self.device, 0) for b in loader if b is not None)
+        with trainer.precision_plugin.forward_context():
+            used = recalibrate_batch_norm(self.model, batches, self.model.forward_projections, max_batches=n)
+        logger.debug("re-estimated batch-norm statistics on %d training batches", used)
 
     def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")

@@ -1,0 +1,188 @@
+"""Pretraining step throughput: forward + backward + AdamW, per model size and objective set.
+
+Each configuration runs in its own process (so its peak memory is its own): a few warm-up steps,
+then the median of the timed steps. Reports are real CT-RATE reports when the shared data is
+found (``$VELVET_TEST_DATA`` or ``../shared/data``), else phantom reports; volumes are random in
+[0, 1] at each preset's input size.
+
+Presets:
+
+- ``tiny``: velvet-tiny (Swin C=12, 32^3; TriBERT 32-wide, 2+1 layers), batch 4;
+- ``reference``: the configuration of ``reference_figures.md`` (Swin C=24 depths 2x4 at 64^3,
+  batch 4; TriBERT 4 layers, 256 wide, 2 fusion layers, 256 tokens, a ~4k vocabulary trained on the
+  800 reports), to compare with the reference code's 62.7 s (full) / 19.7 s (report ITC) per step;
+- ``small``: velvet-btsv (Swin Sv at 96^3 + 12 text + 6 fusion BERT-base layers);
+- ``base``: velvet-btbv (Swin Bv at 96^3 + the same text encoder).
+
+Usage::
+
+    python benchmarks/train_step.py                         # all presets, CPU (or the GPU if present)
+    python benchmarks/train_step.py --presets tiny reference --steps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ALL = ("itc_report", "itc_sentence", "itc_word", "vis_ssl", "txt_mlm", "itm", "mm_mlm")
+PRESETS: dict[str, dict] = {
+    "tiny": {"model": "velvet-tiny", "batch": 4, "size": 32, "max_length": 256, "vocab": 4000},
+    "reference": {
+        "model": {
+            "preset": "velvet-tiny",
+            "embed_dim": 256,
+            "ssl_embed_dim": 256,
+            "vision": {"preset": "swin-tiny", "img_size": [64, 64, 64], "embed_dim": 24, "window_size": 7,
+                       "depths": [2, 2, 2, 2], "num_heads": [3, 6, 12, 24]},
+            "text": {"preset": "text-tiny", "hidden_size": 256, "num_text_layers": 4, "num_fusion_layers": 2,
+                     "num_attention_heads": 4, "intermediate_size": 1024, "vision_width": 256,
+                     "max_position_embeddings": 512},
+        },
+        "batch": 4, "size": 64, "max_length": 256, "vocab": 4300,
+    },
+    "small": {"model": "velvet-btsv", "batch": 2, "size": 96, "max_length": 512, "vocab": 30000},
+    "base": {"model": "velvet-btbv", "batch": 2, "size": 96, "max_length": 512, "vocab": 30000},
+}
+
+
+def _reports() -> list[str]:
+    import csv
+
+    root = Path(os.environ.get("VELVET_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    path = root / "reports" / "ctrate" / "reports_800.csv"
+    if path.is_file():
+        with path.open(encoding="utf-8") as fh:
+            return [row["report_text"] for row in csv.DictReader(fh)]
+    from velvet.data.phantoms import PhantomConfig, sample_case
+
+    config = PhantomConfig(n_cases=800, n_val=0, n_test=0)
+    return [sample_case(config, i).report for i in range(800)]
+
+
+def _peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _run_one(preset: str, objectives: str, args: argparse.Namespace) -> dict:
+    import torch
+
+    from velvet.data.tokenization import TriBertTokenizer
+    from velvet.data.tokenizer_training import train_wordpiece
+    from velvet.models.config import VelvetConfig, get_model_config
+    from velvet.models.velvet import VelvetModel
+    from velvet.pretraining.objectives import VelvetPretrainer
+    from velvet.tasks.pretrain import _tokenizer_meta
+
+    spec = PRESETS[preset]
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    reports = _reports()
+    tok_dir = train_wordpiece(reports, Path(tempfile.mkdtemp()) / "tok", vocab_size=spec["vocab"])
+    tokenizer = TriBertTokenizer.from_pretrained(tok_dir, max_length=spec["max_length"])
+    model_spec = spec["model"]
+    config = get_model_config(model_spec) if isinstance(model_spec, str) else VelvetConfig.from_dict(model_spec)
+    if objectives == "report_itc":
+        config = config.replace(objectives=("itc_report",))
+    config = config.for_tokenizer(tokenizer)
+    torch.manual_seed(0)
+    model = VelvetModel(config)
+    pre = VelvetPretrainer(model, tokenizer_info=_tokenizer_meta(tokenizer)).to(device)
+    opt = torch.optim.AdamW(pre.parameters(), lr=1e-4)
+    batch_size = args.batch_size or spec["batch"]
+    batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in tokenizer(reports[:batch_size]).items()}
+    size = spec["size"]
+    batch["image"] = torch.rand(batch_size, 1, size, size, size, device=device)
+    dtype = {"fp32": None, "bf16": torch.bfloat16}[args.dtype]
+    times = []
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for step in range(args.warmup + args.steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out = pre(batch, torch.Generator().manual_seed(step))
+            loss = sum(v for k, v in out.items() if k.endswith("_loss"))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if step >= args.warmup:
+            times.append(time.perf_counter() - start)
+    times.sort()
+    median = times[len(times) // 2]
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _peak_rss_mb()
+    return {
+        "preset": preset,
+        "objectives": objectives,
+        "batch": batch_size,
+        "input": f"{size}^3",
+        "tokens": int(batch["input_ids"].shape[1]),
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "median_s": median,
+        "samples_per_s": batch_size / median,
+        "peak_mb": peak,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
+    parser.add_argument("--objectives", nargs="+", default=["full", "report_itc"], choices=["full", "report_itc"])
+    parser.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=None, help="override every preset's batch size")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--dtype", default=None, choices=["fp32", "bf16"], help="default: bf16 on GPU, fp32 on CPU")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (CPU)")
+    parser.add_argument("--one", nargs=2, metavar=("PRESET", "OBJECTIVES"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    import torch
+
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    args.dtype = args.dtype or ("bf16" if args.device == "cuda" else "fp32")
+    if args.one:
+        print(json.dumps(_run_one(*args.one, args)))
+        return
+
+    import monai
+    import transformers
+
+    device = torch.cuda.get_device_name() if args.device == "cuda" else (platform.processor() or platform.machine())
+    print(f"velvet train-step benchmark | {args.device}: {device} | {args.dtype} | {args.threads} CPU threads")
+    print(f"torch {torch.__version__}, monai {monai.__version__}, transformers {transformers.__version__}")
+    print(f"median of {args.steps} steps after {args.warmup} warm-up; peak = "
+          + ("max GPU memory allocated" if args.device == "cuda" else "peak RSS of the process"))
+    print(f"\n{'preset':10s} {'objectives':11s} {'batch':>5s} {'input':>6s} {'tokens':>6s} {'params M':>9s} "
+          f"{'s/step':>8s} {'samples/s':>10s} {'peak MB':>8s}")
+    for preset in args.presets:
+        for objectives in args.objectives:
+            cmd = [sys.executable, __file__, "--one", preset, objectives, "--steps", str(args.steps),
+                   "--warmup", str(args.warmup), "--device", args.device, "--dtype", args.dtype,
+                   "--threads", str(args.threads)]
+            if args.batch_size:
+                cmd += ["--batch-size", str(args.batch_size)]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode != 0:
+                print(f"{preset:10s} {objectives:11s} failed: {out.stderr.strip().splitlines()[-1]}")
+                continue
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"{r['preset']:10s} {r['objectives']:11s} {r['batch']:5d} {r['input']:>6s} {r['tokens']:6d} "
+                  f"{r['params_m']:9.2f} {r['median_s']:8.2f} {r['samples_per_s']:10.3f} {r['peak_mb']:8.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
