@@ -21,6 +21,12 @@ _LAZY: dict[str, str] = {
     "read_manifest": "velvet.data.manifest:read_manifest",
     "TriBertTokenizer": "velvet.data.tokenization:TriBertTokenizer",
     "split_sentences": "velvet.data.reports:split_sentences",
+    "VelvetModel": "velvet.models.velvet:VelvetModel",
+    "from_pretrained": "velvet.models.pretrained:from_pretrained",
+    "save_pretrained": "velvet.models.pretrained:save_pretrained",
+    "list_pretrained": "velvet.hub:list_pretrained",
+    "load_pretrained": "velvet.hub:load_pretrained",
+    "register_pretrained": "velvet.hub:register_pretrained",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

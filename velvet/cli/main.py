@@ -22,6 +22,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tokenizer",
     "cache",
     "data",
+    "export",
+    "embed",
+    "search",
 )
 
 

@@ -6,8 +6,8 @@ The model holds parameters and exposes encoding steps; it computes no loss. The 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, overload
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +52,9 @@ class VelvetModel(nn.Module):
         self.text = TriBert(text_cfg)
         self.logit_scale = LogitScale(config.init_temperature, config.max_logit_scale)
         self.heads = nn.ModuleDict(self._build_heads(config, text_cfg))
+        # set by from_pretrained (or by hand): what encode_volume / encode_text(list[str]) apply
+        self.preprocess: Any = None
+        self.tokenizer: Any = None
 
     def _build_heads(self, config: VelvetConfig, text_cfg: Any) -> dict[str, nn.Module]:
         from velvet.models.heads.mlm import MLMHead
@@ -108,8 +111,18 @@ class VelvetModel(nn.Module):
             out["embedding"] = F.normalize(self.heads["image_report"](out["pooled"]), dim=-1)
         return out
 
-    def encode_text(self, text: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Encode tokenised reports (a :class:`~velvet.types.TextBatch`).
+    @overload
+    def encode_text(self, text: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
+    @overload
+    def encode_text(self, text: str | Sequence[str]) -> torch.Tensor: ...
+
+    def encode_text(self, text: Any) -> Any:
+        """Encode tokenised reports (a :class:`~velvet.types.TextBatch`), or report strings.
+
+        Given a string or a list of strings, the model's ``tokenizer`` (set by ``from_pretrained``)
+        tokenises them and the ``(N, E)`` L2-normalised report embeddings come back, without
+        gradients (inference). Given a ``TextBatch``, the full output below comes back.
 
         Returns:
             ``hidden`` ``(B, L, E_t)`` (the ITC layer output), ``last_hidden`` ``(B, L, E_t)``, the pooled
@@ -117,6 +130,8 @@ class VelvetModel(nn.Module):
             ``words`` ``(B, T, E_t)``, ``word_mask`` ``(B, T)``, and with a report-level head
             ``embedding`` ``(B, E)`` L2-normalised.
         """
+        if isinstance(text, str) or (isinstance(text, Sequence) and not isinstance(text, Mapping)):
+            return self._embed_reports([text] if isinstance(text, str) else list(text))
         states = self.text.forward_text(*(text[k] for k in TEXT_INPUTS), output_all=True)
         out = {"hidden": states["itc"], "last_hidden": states["last_hidden_state"]}
         out.update(
@@ -127,6 +142,79 @@ class VelvetModel(nn.Module):
         if "text_report" in self.heads:
             out["embedding"] = F.normalize(self.heads["text_report"](out["report"]), dim=-1)
         return out
+
+    # ------------------------------------------------------------------ inference helpers
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @torch.no_grad()
+    def _embed_reports(self, reports: list[str], batch_size: int = 64) -> torch.Tensor:
+        if self.tokenizer is None:
+            raise RuntimeError("this model has no tokenizer: load it with from_pretrained or set model.tokenizer")
+        if "image_report" not in self.heads:
+            raise RuntimeError("this model has no report-level projection (itc_report) to embed with")
+        if not reports or any(not isinstance(r, str) for r in reports):
+            raise ValueError("encode_text takes a non-empty list of report strings")
+        device, chunks = self._device(), []
+        for start in range(0, len(reports), batch_size):
+            batch = self.tokenizer(reports[start : start + batch_size])
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            chunks.append(self.encode_text(batch)["embedding"])
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def encode_volume(self, volumes: Any, *, preprocess: bool | None = None, batch_size: int = 4) -> torch.Tensor:
+        """Embed volumes for retrieval (inference: no gradients).
+
+        Args:
+            volumes: a file path (NIfTI, DICOM folder, NRRD, MHA), a :class:`~velvet.data.io.Volume`,
+                a tensor, a ``(B, 1, H, W, D)`` batch or a list of these. Paths and Volumes go through
+                the model's preprocessing contract (``model.preprocess``).
+            preprocess: for tensors: True = raw scanner values (the contract is applied), False/None
+                = already model input in [0, 1]. A value range that contradicts this is warned about
+                (:class:`~velvet.models.inference.IntensityWarning`).
+            batch_size: volumes per forward pass.
+
+        Returns:
+            ``(N, E)`` L2-normalised image embeddings.
+        """
+        from velvet.models.inference import prepare_volumes
+
+        if "image_report" not in self.heads:
+            raise RuntimeError("this model has no report-level projection (itc_report) to embed with")
+        items = volumes if isinstance(volumes, list) else [volumes]
+        contract = self.preprocess
+        if contract is None:
+            if preprocess or not all(isinstance(v, torch.Tensor) for v in items):
+                raise RuntimeError(
+                    "this model has no preprocessing contract: load it with from_pretrained or set model.preprocess"
+                )
+            from velvet.data.contract import PreprocessContract
+
+            contract = PreprocessContract()  # model input is only range-checked, never transformed
+        device, chunks = self._device(), []
+        for start in range(0, len(items), batch_size):
+            part = items[start : start + batch_size]
+            image = prepare_volumes(part if len(part) > 1 else part[0], contract, preprocess=preprocess)
+            chunks.append(self.encode_image(image.to(device))["embedding"])
+        return torch.cat(chunks)
+
+    def save_pretrained(self, directory: Any, **kwargs: Any) -> Any:
+        """Write the model (and its ``preprocess`` / ``tokenizer``); see :func:`velvet.models.pretrained.save_pretrained`."""
+        from velvet.models.pretrained import save_pretrained
+
+        return save_pretrained(self, directory, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: Any, **kwargs: Any) -> VelvetModel:
+        """Load a saved model; see :func:`velvet.models.pretrained.from_pretrained`."""
+        from velvet.models.pretrained import from_pretrained
+
+        model = from_pretrained(name_or_path, **kwargs)
+        if not isinstance(model, cls):
+            raise TypeError(f"{name_or_path} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
 
     def image_regions(self, maps: list[torch.Tensor], level: str) -> torch.Tensor:
         """Project a vision map's voxels into the shared space: ``(B, R, E)`` for ``level`` sentence/word."""
@@ -176,9 +264,21 @@ class VelvetModel(nn.Module):
     # ------------------------------------------------------------------ inference helpers
 
     @torch.no_grad()
-    def similarity(self, image: torch.Tensor, text: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Cosine similarity ``(B_img, B_txt)`` of report-level embeddings."""
-        return self.encode_image(image)["embedding"] @ self.encode_text(text)["embedding"].T
+    def similarity(self, image: Any, text: Any) -> torch.Tensor:
+        """Cosine similarity ``(N_image, N_text)`` of report-level embeddings.
+
+        Args:
+            image: ``(N, E)`` image embeddings (2-D), or anything :meth:`encode_volume` takes
+                (a ``(B, 1, H, W, D)`` model-input batch, file paths, volumes).
+            text: ``(M, E)`` text embeddings (2-D), a ``TextBatch``, or report strings.
+        """
+        if not (isinstance(image, torch.Tensor) and image.ndim == 2):
+            image = self.encode_volume(image)
+        if isinstance(text, Mapping):
+            text = self.encode_text(text)["embedding"]
+        elif not (isinstance(text, torch.Tensor) and text.ndim == 2):
+            text = self.encode_text(text)
+        return image @ text.T
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Trade compute for memory in both encoders."""

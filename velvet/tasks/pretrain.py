@@ -146,6 +146,9 @@ class PretrainTask(pl.LightningModule):
         if datamodule is not None and hasattr(datamodule, "contract"):
             checkpoint["velvet"]["preprocess"] = datamodule.contract.to_dict()
             checkpoint["velvet"]["tokenizer_dir"] = str(getattr(datamodule, "tokenizer_dir", "") or "")
+            tokenizer = getattr(datamodule, "tokenizer", None)
+            if tokenizer is not None:  # the vocabulary is small: carry it, so exports never lose it
+                checkpoint["velvet"]["tokenizer_files"] = _tokenizer_files(tokenizer)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.pretrainer is None and "velvet" in checkpoint:
@@ -292,6 +295,16 @@ class PretrainTask(pl.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _tokenizer_files(tokenizer: Any) -> dict[str, str]:
+    """The tokenizer's saved files as ``{name: text}`` (all of them are JSON or plain text)."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.tokenizer.save_pretrained(tmp)
+        return {p.name: p.read_text(encoding="utf-8") for p in sorted(Path(tmp).iterdir()) if p.is_file()}
 
 
 def _tokenizer_meta(tokenizer: Any) -> dict[str, Any]:

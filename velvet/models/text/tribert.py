@@ -307,7 +307,7 @@ def load_bert_state_dict(model: TriBert, state_dict: Mapping[str, torch.Tensor])
     """Load a ``transformers.BertModel`` state dict into the embeddings and text layers, key for key.
 
     Minimal on purpose: no token-type or ``[SEN_k]`` row expansion, no head re-partitioning (the
-    checkpoint converter does that). ``bert.`` prefixes are stripped, the pooler is dropped,
+    full converter, :func:`velvet.models.convert.load_bert_weights`, does that). ``bert.`` prefixes are stripped, the pooler is dropped,
     ``encoder.layer.i`` becomes ``text_layers.i``.
 
     Args:

@@ -54,13 +54,17 @@ def resolve_vision_config(spec: ConfigSpec, **overrides: Any) -> SwinConfig | Vi
 def build_vision_encoder(config: SwinConfig | ViTConfig) -> nn.Module:
     """The encoder module of a config (imports MONAI on first use)."""
     kwargs = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    encoder: nn.Module
     if isinstance(config, SwinConfig):
         from velvet.models.vision.swin import SwinEncoder3D
 
-        return SwinEncoder3D(**kwargs)
-    from velvet.models.vision.vit import ViTEncoder3D
+        encoder = SwinEncoder3D(**kwargs)
+    else:
+        from velvet.models.vision.vit import ViTEncoder3D
 
-    return ViTEncoder3D(**kwargs)
+        encoder = ViTEncoder3D(**kwargs)
+    encoder.config = config  # save_pretrained stores the architecture from it
+    return encoder
 
 
 def create_vision_encoder(name_or_config: ConfigSpec, **overrides: Any) -> nn.Module:

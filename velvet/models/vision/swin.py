@@ -4,7 +4,7 @@ State-dict keys: the MONAI module is held as ``self.swin``, so every key is ``"s
 the key of a plain MONAI ``SwinTransformer`` with the same hyper-parameters, and the key of MONAI
 ``SwinUNETR`` is ``"swinViT." + k``. Converting weights is a prefix swap (``swinViT.`` <-> ``swin.``);
 the self-supervised ``model_swinvit.pt`` additionally uses ``module.`` and ``fc1/fc2`` for
-``linear1/linear2`` (a converter in :mod:`velvet.hub` handles that).
+``linear1/linear2`` (:func:`velvet.models.convert.load_swin_weights` handles that).
 """
 
 from __future__ import annotations

@@ -35,6 +35,8 @@ class ViTEncoder3D(nn.Module):
     For the M3D-CLIP configuration (256x256x32 input, patch 16x16x4, 12 layers, 768 wide) the grid is
     16x16x8 (2,048 tokens) and the 4 default levels are the outputs of blocks 3, 6, 9 and 12, each
     ``(B, 768, 16, 16, 8)``: all levels have the same resolution, unlike the Swin's pyramid.
+    M3D-CLIP itself orders its volumes ``(D, H, W)`` (32x256x256, patch 4x16x16): load its weights
+    with :func:`velvet.models.convert.load_vit_weights` and ``source_axes="DHW"``.
 
     Args:
         img_size: the fixed ``(H, W, D)`` input size (learned position embeddings).

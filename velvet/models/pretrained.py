@@ -1,0 +1,270 @@
+"""The pretrained-model format: ``save_pretrained`` / ``from_pretrained``.
+
+A pretrained directory holds::
+
+    config.json          {"format": "velvet-pretrained", "format_version": 1, "kind": ...,
+                          "model": <architecture>, "preprocess": <contract> | null,
+                          "tokenizer": {"path": "tokenizer", "config": {...}} | null, "metadata": {...}}
+    model.safetensors    the weights
+    tokenizer/           the TriBERT vocabulary (when a tokenizer was saved with the model)
+
+``kind`` is ``velvet`` (the whole :class:`~velvet.models.velvet.VelvetModel`), ``vision`` (a vision
+encoder alone) or ``text`` (TriBERT alone). Either encoder also loads out of a whole-model
+directory. The directory is written to a temporary folder and renamed, so a reader never sees a
+half-written model. Loading is strict by default and reports mismatched keys as a readable diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "from_pretrained",
+    "model_kind",
+    "read_pretrained_config",
+    "save_pretrained",
+]
+
+FORMAT = "velvet-pretrained"
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+TOKENIZER_DIR = "tokenizer"
+_PREFIX = {"vision": "vision.", "text": "text."}
+
+
+def model_kind(model: nn.Module) -> str:
+    """``velvet``, ``vision`` or ``text`` for the modules this format stores.
+
+    Raises:
+        TypeError: any other module.
+    """
+    from velvet.models.text.tribert import TriBert
+    from velvet.models.velvet import VelvetModel
+    from velvet.models.vision.swin import SwinEncoder3D
+    from velvet.models.vision.vit import ViTEncoder3D
+
+    if isinstance(model, VelvetModel):
+        return "velvet"
+    if isinstance(model, (SwinEncoder3D, ViTEncoder3D)):
+        return "vision"
+    if isinstance(model, TriBert):
+        return "text"
+    raise TypeError(f"save_pretrained stores VelvetModel, a vision encoder or TriBert, not {type(model).__name__}")
+
+
+def _architecture(model: nn.Module, kind: str) -> dict[str, Any]:
+    if kind == "velvet":
+        architecture = model.config.to_dict()  # type: ignore[union-attr, operator]
+        # the resolved encoder config, not a preset reference: presets may change between versions
+        architecture["vision"] = _architecture(model.vision, "vision")  # type: ignore[arg-type]
+        return architecture
+    if kind == "vision":
+        config = getattr(model, "config", None)
+        if config is None:
+            raise TypeError(
+                f"{type(model).__name__} has no .config: build it with velvet.models.vision.create_vision_encoder"
+            )
+        return config.to_dict()
+    return model.cfg.to_dict()  # type: ignore[union-attr, operator]
+
+
+def save_pretrained(
+    model: nn.Module,
+    directory: str | os.PathLike[str],
+    *,
+    preprocess: Any = None,
+    tokenizer: Any = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` as a pretrained directory (replacing an existing one atomically).
+
+    Args:
+        model: a :class:`~velvet.models.velvet.VelvetModel`, a vision encoder or TriBert.
+        directory: the output folder.
+        preprocess: the :class:`~velvet.data.contract.PreprocessContract` (or its dict / preset name)
+            the model was trained with; defaults to ``model.preprocess`` when present.
+        tokenizer: the :class:`~velvet.data.tokenization.TriBertTokenizer`; defaults to
+            ``model.tokenizer`` when present.
+        metadata: free JSON-ready information (training run, data, licence).
+
+    Returns:
+        The directory.
+    """
+    from safetensors.torch import save_file
+
+    from velvet.data.contract import PreprocessContract
+    from velvet.data.tokenization import save_directory_atomically
+
+    kind = model_kind(model)
+    target = Path(directory)
+    if target.exists() and (not target.is_dir() or _holds_other_files(target)):
+        # the atomic swap replaces the whole folder: never let that delete unrelated files
+        raise FileExistsError(
+            f"{target}: exists and is not a velvet pretrained directory; refusing to replace it "
+            "(choose a new or empty folder)"
+        )
+    preprocess = preprocess if preprocess is not None else getattr(model, "preprocess", None)
+    tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    config: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "model": _architecture(model, kind),
+        "preprocess": PreprocessContract.resolve(preprocess).to_dict() if preprocess is not None else None,
+        "tokenizer": {"path": TOKENIZER_DIR, "config": tokenizer.config()} if tokenizer is not None else None,
+        "metadata": dict(metadata or {}),
+    }
+    json.dumps(config)  # fail before writing anything if the metadata is not JSON-ready
+    # safetensors wants contiguous tensors that share no storage
+    weights = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+    def write(tmp: str) -> None:
+        save_file(weights, str(Path(tmp) / WEIGHTS_NAME), metadata={"format": "pt", "velvet_kind": kind})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(Path(tmp) / WEIGHTS_NAME, 0o666 & ~umask)  # safetensors writes owner-only files
+        if tokenizer is not None:
+            tokenizer.tokenizer.save_pretrained(str(Path(tmp) / TOKENIZER_DIR))
+        (Path(tmp) / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+    return save_directory_atomically(write, directory)
+
+
+def _holds_other_files(folder: Path) -> bool:
+    """True if ``folder`` is non-empty and not a previous pretrained directory."""
+    if not any(folder.iterdir()):
+        return False
+    try:
+        return json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")).get("format") != FORMAT
+    except (OSError, ValueError, AttributeError):
+        return True
+
+
+def read_pretrained_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check a pretrained directory's ``config.json``.
+
+    Raises:
+        FileNotFoundError: no directory or no ``config.json`` / weights in it.
+        ValueError: not a velvet pretrained config, or a newer format version.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such pretrained directory")
+    config_path = folder / CONFIG_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{folder}: no {CONFIG_NAME} (not a velvet pretrained directory)")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{config_path}: not valid JSON ({err})") from err
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ValueError(f"{config_path}: not a velvet pretrained config (no \"format\": \"{FORMAT}\")")
+    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+        raise ValueError(
+            f"{config_path}: format version {config['format_version']} is newer than this velvet "
+            f"understands ({FORMAT_VERSION}); upgrade velvet"
+        )
+    if config.get("kind") not in ("velvet", "vision", "text"):
+        raise ValueError(f"{config_path}: unknown model kind {config.get('kind')!r}")
+    if not (folder / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME}")
+    return config
+
+
+def _resolve_location(name_or_path: str | os.PathLike[str]) -> Path:
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    name = str(name_or_path)
+    if "." in name and os.sep not in name and "/" not in name:
+        from velvet.hub import download_pretrained
+
+        return download_pretrained(name)
+    raise FileNotFoundError(f"{path}: no such pretrained directory (nor a registered '<arch>.<tag>' name)")
+
+
+def _build(kind: str, architecture: Mapping[str, Any]) -> nn.Module:
+    if kind == "velvet":
+        from velvet.models.config import VelvetConfig
+        from velvet.models.velvet import VelvetModel
+
+        return VelvetModel(VelvetConfig.from_dict(architecture))
+    if kind == "vision":
+        from velvet.models.vision.factory import create_vision_encoder
+
+        return create_vision_encoder(dict(architecture))
+    from velvet.models.text.config import TextEncoderConfig
+    from velvet.models.text.tribert import TriBert
+
+    return TriBert(TextEncoderConfig.from_dict(dict(architecture)))
+
+
+def from_pretrained(
+    name_or_path: str | os.PathLike[str],
+    *,
+    kind: str | None = None,
+    strict: bool = True,
+    map_location: str | torch.device = "cpu",
+) -> nn.Module:
+    """Load a pretrained directory (or a registered ``<arch>.<tag>`` name).
+
+    Args:
+        name_or_path: a directory written by :func:`save_pretrained`, or a name from
+            :func:`velvet.hub.list_pretrained` (downloaded and verified into the cache).
+        kind: ``vision`` or ``text`` to take one encoder out of a whole-model directory; default:
+            what the directory holds.
+        strict: fail on any missing / unexpected / mismatched weight (the error lists them).
+        map_location: device for the weights.
+
+    Returns:
+        The model in eval mode. A whole model or TriBERT gets ``.tokenizer`` (when saved) and every
+        kind gets ``.preprocess`` (the :class:`~velvet.data.contract.PreprocessContract`, or None).
+
+    Raises:
+        FileNotFoundError, ValueError: see :func:`read_pretrained_config`;
+        velvet.models.weights.WeightsMismatchError: the weights do not fit the architecture.
+    """
+    from velvet.data.contract import PreprocessContract
+    from velvet.models.weights import load_state_dict_checked, read_weights
+
+    folder = _resolve_location(name_or_path)
+    config = read_pretrained_config(folder)
+    stored = config["kind"]
+    kind = kind or stored
+    if kind not in ("velvet", "vision", "text"):
+        raise ValueError(f"kind must be 'velvet', 'vision' or 'text', got {kind!r}")
+    if kind != stored and stored != "velvet":
+        raise ValueError(f"{folder} holds a {stored} model; it has no {kind} part")
+    weights = read_weights(folder / WEIGHTS_NAME, map_location=map_location)
+    architecture = config["model"]
+    if kind != stored:  # one encoder out of a whole model
+        architecture = architecture[kind]
+        prefix = _PREFIX[kind]
+        weights = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+    model = _build(kind, architecture)
+    load_state_dict_checked(model, weights, strict=strict, source=str(folder / WEIGHTS_NAME))
+    model.to(map_location)
+    model.eval()
+    preprocess = config.get("preprocess")
+    model.preprocess = PreprocessContract.from_dict(preprocess) if preprocess else None  # type: ignore[assignment]
+    if kind in ("velvet", "text"):
+        model.tokenizer = _load_tokenizer(folder, config.get("tokenizer"))  # type: ignore[assignment]
+    return model
+
+
+def _load_tokenizer(folder: Path, info: Mapping[str, Any] | None) -> Any:
+    if not info:
+        return None
+    from velvet.data.tokenization import TriBertTokenizer
+
+    return TriBertTokenizer.from_pretrained(folder / info.get("path", TOKENIZER_DIR), **dict(info.get("config", {})))
