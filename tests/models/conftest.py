@@ -1,4 +1,4 @@
-"""Fixtures for the model-format tests: a vocabulary, a tiny model and a few phantom volumes."""
+"""Fixtures for the model-format tests: a tiny model and a few phantom volumes (the vocabulary is tests/conftest.py's)."""
 
 from __future__ import annotations
 
@@ -6,33 +6,19 @@ import pytest
 import torch
 
 from velvet.data.contract import PreprocessContract
-from velvet.data.phantoms import PhantomConfig, sample_case
-from velvet.data.tokenization import TriBertTokenizer
-from velvet.data.tokenizer_training import train_wordpiece
+from velvet.data.phantoms import PhantomConfig
 
 PREPROCESS = {"preset": "ct_rate", "spacing": [12, 12, 12], "spatial_size": [32, 32, 32]}
 
 
-@pytest.fixture(scope="session")
-def phantom_reports() -> list[str]:
-    cfg = PhantomConfig(n_cases=32, n_val=0, n_test=0)
-    return [sample_case(cfg, i).report for i in range(32)]
-
-
-@pytest.fixture(scope="session")
-def small_tokenizer(phantom_reports, tmp_path_factory) -> TriBertTokenizer:
-    folder = train_wordpiece(phantom_reports, tmp_path_factory.mktemp("tok") / "tokenizer", vocab_size=300)
-    return TriBertTokenizer.from_pretrained(folder, max_length=128)
-
-
 @pytest.fixture
-def tiny_model(small_tokenizer):
+def tiny_model(tokenizer):
     from velvet.models.config import get_model_config
     from velvet.models.velvet import VelvetModel
 
     torch.manual_seed(0)
-    model = VelvetModel(get_model_config("velvet-tiny").for_tokenizer(small_tokenizer)).eval()
-    model.tokenizer = small_tokenizer
+    model = VelvetModel(get_model_config("velvet-tiny").for_tokenizer(tokenizer)).eval()
+    model.tokenizer = tokenizer
     model.preprocess = PreprocessContract.resolve(PREPROCESS)
     return model
 

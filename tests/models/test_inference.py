@@ -66,11 +66,11 @@ def test_bad_inputs(tiny_model, tmp_path):
         tiny_model.encode_volume(str(tmp_path / "x.nii.gz"))
 
 
-def test_encode_text_on_strings_equals_the_batch_path(tiny_model, phantom_reports):
+def test_encode_text_on_strings_equals_the_batch_path(tiny_model, reports):
     with torch.no_grad():
-        reference = tiny_model.encode_text(tiny_model.tokenizer(phantom_reports[:4]))["embedding"]
-    torch.testing.assert_close(tiny_model.encode_text(phantom_reports[:4]), reference)
-    torch.testing.assert_close(tiny_model.encode_text(phantom_reports[0]), reference[:1])
+        reference = tiny_model.encode_text(tiny_model.tokenizer(reports[:4]))["embedding"]
+    torch.testing.assert_close(tiny_model.encode_text(reports[:4]), reference)
+    torch.testing.assert_close(tiny_model.encode_text(reports[0]), reference[:1])
     sims = tiny_model.similarity(tiny_model.encode_volume(torch.rand(2, 1, 32, 32, 32)), reference)
     assert sims.shape == (2, 4) and float(sims.abs().max()) <= 1.0 + 1e-5
     tiny_model.tokenizer = None

@@ -19,11 +19,11 @@ def _batch(model, reports, n=3):
     return batch
 
 
-def test_round_trip_gives_identical_embeddings(tiny_model, phantom_reports, tmp_path):
+def test_round_trip_gives_identical_embeddings(tiny_model, reports, tmp_path):
     out = tiny_model.save_pretrained(tmp_path / "m", metadata={"run": "test"})
     loaded = VelvetModel.from_pretrained(out)
     assert not loaded.training
-    batch = _batch(tiny_model, phantom_reports)
+    batch = _batch(tiny_model, reports)
     with torch.no_grad():
         a, b = tiny_model, loaded
         assert torch.equal(a.encode_image(batch["image"])["embedding"], b.encode_image(batch["image"])["embedding"])
@@ -36,10 +36,10 @@ def test_round_trip_gives_identical_embeddings(tiny_model, phantom_reports, tmp_
     assert config["model"]["vision"]["arch"] == "swin"  # resolved, not a preset reference
 
 
-def test_encoders_alone_and_out_of_a_whole_model(tiny_model, phantom_reports, tmp_path):
+def test_encoders_alone_and_out_of_a_whole_model(tiny_model, reports, tmp_path):
     whole = tiny_model.save_pretrained(tmp_path / "whole")
     x = torch.rand(2, 1, 32, 32, 32)
-    batch = _batch(tiny_model, phantom_reports, 2)
+    batch = _batch(tiny_model, reports, 2)
     inputs = [batch[k] for k in ("input_ids", "token_type_ids", "attention_mask", "sentence_ids", "sentence_token_mask")]
     with torch.no_grad():
         ref_pooled = tiny_model.vision(x)["pooled"]

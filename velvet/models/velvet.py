@@ -183,7 +183,7 @@ class VelvetModel(nn.Module):
 
         if "image_report" not in self.heads:
             raise RuntimeError("this model has no report-level projection (itc_report) to embed with")
-        items = volumes if isinstance(volumes, list) else [volumes]
+        items = list(volumes) if isinstance(volumes, (list, tuple)) else [volumes]
         contract = self.preprocess
         if contract is None:
             if preprocess or not all(isinstance(v, torch.Tensor) for v in items):
