@@ -6,8 +6,7 @@ imported only when the attribute that needs them is first used (PEP 562 module `
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from velvet._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -32,15 +31,4 @@ _LAZY: dict[str, str] = {
 __all__ = ["__version__", *sorted(_LAZY)]
 
 
-def __getattr__(name: str) -> Any:
-    target = _LAZY.get(name)
-    if target is None:
-        raise AttributeError(f"module 'velvet' has no attribute {name!r}")
-    module_name, attr = target.split(":")
-    value = getattr(importlib.import_module(module_name), attr)
-    globals()[name] = value  # cache: later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -7,8 +7,7 @@ Names are resolved lazily (PEP 562) so ``import velvet.losses`` does not import 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from velvet._lazy import lazy_exports
 
 # public name -> "module:attribute", resolved on first access
 _LAZY: dict[str, str] = {
@@ -31,15 +30,4 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    target = _LAZY.get(name)
-    if target is None:
-        raise AttributeError(f"module 'velvet.losses' has no attribute {name!r}")
-    module_name, attr = target.split(":")
-    value = getattr(importlib.import_module(module_name), attr)
-    globals()[name] = value  # cache: later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -24,12 +24,13 @@ This module is light: the converters (which import torch, MONAI and transformers
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from velvet._lazy import lazy_exports
 
 if TYPE_CHECKING:
     import torch
@@ -96,12 +97,7 @@ class ConversionReport:
         )
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 # ---------------------------------------------------------------- helpers shared by the converters

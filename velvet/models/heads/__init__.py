@@ -5,8 +5,7 @@ Names load on first access, so ``import velvet.models.heads`` imports nothing he
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from velvet._lazy import lazy_exports
 
 _LAZY = {
     "RotationHead": "velvet.models.heads.vision_ssl",
@@ -18,9 +17,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -6,9 +6,7 @@ BERT building blocks) is loaded on first access.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from velvet._lazy import lazy_exports
 from velvet.models.text.config import (
     TEXT_ENCODER_PRESETS,
     TextEncoderConfig,
@@ -36,9 +34,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
