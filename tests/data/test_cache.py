@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing as mp
 import shutil
 
@@ -61,6 +62,18 @@ def test_digest_memo_is_used_and_invalidated(tmp_path):
     assert content_digest(a, memo) != d1
     with pytest.raises(VolumeReadError, match="does not exist"):
         content_digest(tmp_path / "nope.nii.gz", memo)
+
+
+def test_content_digest_format_is_stable(tmp_path):
+    # the digests are cache keys: a change here silently orphans every user's cache (bump CACHE_FORMAT)
+    (tmp_path / "ct.nii.gz").write_bytes(b"volume bytes")
+    assert content_digest(tmp_path / "ct.nii.gz") == hashlib.sha256(b"volume bytes").hexdigest()
+    series = tmp_path / "series"
+    (series / "sub").mkdir(parents=True)
+    (series / "b.dcm").write_bytes(b"slice b")
+    (series / "sub" / "a.dcm").write_bytes(b"slice a")
+    expected = hashlib.sha256(b"b.dcm\0slice b" + b"sub/a.dcm\0slice a").hexdigest()  # sorted paths
+    assert content_digest(series) == expected
 
 
 def test_created_once_then_loaded(tmp_path, monkeypatch):

@@ -132,7 +132,8 @@ def _url_entry(fs: FileServer, name: str = "velvet-tiny.test") -> tuple[Pretrain
 
 
 def _leftovers(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name.endswith(".part"))
+    """Temporary files left in the cache: every temporary name is hidden (``.tmp-*``)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name.startswith("."))
 
 
 def test_fresh_download_verifies_and_caches(file_server: FileServer, hub_env: Path) -> None:
@@ -254,6 +255,27 @@ def test_truncated_transfer_is_refused(file_server: FileServer, hub_env: Path) -
     assert _leftovers(hub_env) == []
 
 
+def test_interrupted_download_leaves_nothing(
+    file_server: FileServer, hub_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from velvet.hub import download as download_module
+
+    entry, _ = _url_entry(file_server)
+    real_read, reads = download_module._read, []
+
+    def read(response: object, url: str) -> bytes:
+        reads.append(url)
+        if len(reads) == 2:  # Ctrl-C after the first chunk reached the temporary file
+            raise KeyboardInterrupt
+        return real_read(response, url)
+
+    monkeypatch.setattr(download_module, "_read", read)
+    with pytest.raises(KeyboardInterrupt):
+        download_pretrained(entry.name)
+    assert not (hub_env / "pretrained" / entry.name / "config.json").exists()
+    assert _leftovers(hub_env) == []
+
+
 def test_concurrent_downloads_agree(file_server: FileServer, hub_env: Path) -> None:
     entry, files = _url_entry(file_server)
     with ThreadPoolExecutor(4) as pool:
@@ -284,7 +306,7 @@ def test_load_pretrained_end_to_end_with_a_real_model(file_server: FileServer, h
     """A saved model published on the server loads through the registry and gives the same output."""
     import torch
 
-    from velvet.hub import load_pretrained
+    import velvet
     from velvet.models.pretrained import save_pretrained
     from velvet.models.vision.factory import create_vision_encoder
 
@@ -296,7 +318,7 @@ def test_load_pretrained_end_to_end_with_a_real_model(file_server: FileServer, h
     register_pretrained(
         PretrainedEntry(name="swin-tiny.e2e", arch="swin-tiny", files=hashes, base_url=f"{file_server.url}/models/swin")
     )
-    loaded = load_pretrained("swin-tiny.e2e")
+    loaded = velvet.load_pretrained("swin-tiny.e2e")
     x = torch.rand(1, 1, 32, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded(x)["pooled"], encoder(x)["pooled"])

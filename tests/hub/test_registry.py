@@ -8,6 +8,7 @@ from dataclasses import FrozenInstanceError, fields
 
 import pytest
 
+import velvet
 from velvet.data.contract import PreprocessContract
 from velvet.hub import (
     PretrainedEntry,
@@ -15,7 +16,6 @@ from velvet.hub import (
     download_pretrained,
     get_pretrained,
     list_pretrained,
-    load_pretrained,
     register_pretrained,
 )
 from velvet.hub import registry as registry_module
@@ -66,7 +66,7 @@ def test_builtins_are_listed_with_every_field() -> None:
 
 @pytest.mark.parametrize("name", BUILTIN)
 def test_unpublished_weights_raise_a_clear_error(name: str) -> None:
-    for call in (download_pretrained, load_pretrained):
+    for call in (download_pretrained, velvet.load_pretrained):
         with pytest.raises(PretrainedUnavailableError, match="not published") as info:
             call(name)
         assert (
@@ -128,3 +128,13 @@ def test_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_hub_leaves_loading_to_the_models() -> None:
+    import velvet.hub
+
+    # velvet.hub never imports velvet.models; the loader is velvet.models.pretrained.from_pretrained
+    assert not hasattr(velvet.hub, "load_pretrained")
+    from velvet.models.pretrained import from_pretrained
+
+    assert velvet.load_pretrained is from_pretrained

@@ -1,57 +1,21 @@
-"""Atomic file output: write to a temporary sibling, then rename into place.
+"""Atomic NIfTI output, and the atomic-write helpers under their historical import path.
 
-A reader (another DataLoader worker, another DDP rank, a re-run after a crash) therefore sees
-either the complete file or no file, never a half-written one. Temporary names start with
-``.tmp-`` so that a killed run's leftovers are recognisable and can be removed.
+The helpers live in :mod:`velvet.utils.atomic` (one implementation for every subpackage); they are
+re-exported here because converters and tests import them as ``velvet.data.atomic.atomic_path``.
+Temporary names start with ``.tmp-`` so that a killed run's leftovers are recognisable and can be
+removed.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from velvet.utils.atomic import TMP_PREFIX, atomic_path, remove_stale_temporaries
+
 __all__ = ["TMP_PREFIX", "atomic_path", "remove_stale_temporaries", "save_nifti"]
-
-TMP_PREFIX = ".tmp-"
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` when the block succeeds.
-
-    The temporary name keeps the full file name as its suffix (``.tmp-<uuid>-ct.nii.gz``), so
-    writers that pick the format from the extension (nibabel, SimpleITK) still work.
-
-    Example:
-        >>> with atomic_path("out/ct.nii.gz") as tmp:  # doctest: +SKIP
-        ...     nib.save(img, tmp)
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{path.name}"
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
-    """Delete ``.tmp-*`` leftovers of killed writers under ``folder``; returns how many.
-
-    Only call this when no other writer is running on the folder (e.g. at a converter's start).
-    """
-    count = 0
-    for p in Path(folder).rglob(f"{TMP_PREFIX}*"):
-        if p.is_file():
-            p.unlink(missing_ok=True)
-            count += 1
-    return count
 
 
 def save_nifti(

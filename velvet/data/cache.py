@@ -31,10 +31,12 @@ from typing import Any
 import torch
 
 from velvet.data import errors as _errors
-from velvet.data.atomic import atomic_path
 from velvet.data.contract import PreprocessContract
 from velvet.data.errors import DataError
 from velvet.data.manifest import ManifestRecord
+from velvet.utils.atomic import atomic_path, atomic_write
+from velvet.utils.hashing import sha256_file, sha256_text, update_from_file
+from velvet.utils.paths import velvet_cache_root
 
 __all__ = [
     "CACHE_FORMAT",
@@ -48,13 +50,15 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
-_CHUNK = 1 << 20
 
 
 def default_cache_dir() -> Path:
-    """``$VELVET_CACHE/volumes`` if set, else ``~/.cache/velvet/volumes``."""
-    base = os.environ.get("VELVET_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "velvet")
-    return Path(base) / "volumes"
+    """``volumes/`` under :func:`velvet.utils.paths.velvet_cache_root` (the hub's root too).
+
+    That is ``$VELVET_CACHE/volumes``, else ``$XDG_CACHE_HOME/velvet/volumes``, else
+    ``~/.cache/velvet/volumes``.
+    """
+    return velvet_cache_root() / "volumes"
 
 
 def _stat_signature(path: Path) -> str:
@@ -69,12 +73,6 @@ def _stat_signature(path: Path) -> str:
         return f"dir:{real}\n" + "\n".join(parts)
     st = real.stat()
     return f"file:{real}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
-
-
-def _hash_file(path: Path, h: Any) -> None:
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
 
 
 def content_digest(path: str | os.PathLike[str], memo_dir: str | os.PathLike[str] | None = None) -> str:
@@ -93,22 +91,21 @@ def content_digest(path: str | os.PathLike[str], memo_dir: str | os.PathLike[str
     signature = _stat_signature(p)
     memo: Path | None = None
     if memo_dir is not None:
-        memo = Path(memo_dir) / hashlib.sha256(signature.encode()).hexdigest()
+        memo = Path(memo_dir) / sha256_text(signature)
         try:
             return memo.read_text().strip()
         except OSError:
             pass
-    h = hashlib.sha256()
     if p.is_dir():
+        h = hashlib.sha256()
         for f in sorted(q for q in p.rglob("*") if q.is_file()):
             h.update(str(f.relative_to(p)).encode() + b"\0")
-            _hash_file(f, h)
+            update_from_file(h, f)
+        digest = h.hexdigest()
     else:
-        _hash_file(p, h)
-    digest = h.hexdigest()
+        digest = sha256_file(p)
     if memo is not None:
-        with atomic_path(memo) as tmp:
-            tmp.write_text(digest)
+        atomic_write(memo, digest)
     return digest
 
 
@@ -175,7 +172,7 @@ class VolumeCache:
             "spacing": record.spacing,
             "rescale": record.rescale,
         }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        return sha256_text(json.dumps(payload, sort_keys=True))
 
     def path(self, key: str) -> Path:
         """Where the entry of ``key`` lives."""
@@ -233,10 +230,10 @@ class VolumeCache:
         try:
             out = self._compute.get_or_create(record)
         except DataError as exc:
-            with atomic_path(target.with_suffix(".error.json")) as tmp:
-                tmp.write_text(
-                    json.dumps({"type": type(exc).__name__, "path": exc.path, "problem": exc.problem})
-                )
+            atomic_write(
+                target.with_suffix(".error.json"),
+                json.dumps({"type": type(exc).__name__, "path": exc.path, "problem": exc.problem}),
+            )
             raise
         tensors = {k: v.contiguous() for k, v in out.items() if k != "affine"}
         meta = {

@@ -17,9 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import shutil
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +30,7 @@ from velvet.data.reports import clean_report, normalize_text, split_cleaned
 from velvet.data.sentence_encoder import SentenceEncoder
 from velvet.data.tokenization_layout import build_plain_layout, build_sentence_layout, gather_sentences
 from velvet.types import TextBatch
+from velvet.utils.atomic import save_directory_atomically  # re-exported: models.pretrained imports it
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -325,25 +324,3 @@ def _check_wordpiece(tokenizer: Any) -> Any:
     if len(tokenizer) <= 5:
         raise ValueError(f"the tokenizer has only {len(tokenizer)} tokens: its vocabulary was not loaded")
     return tokenizer
-
-
-def save_directory_atomically(save: Callable[[str], Any], directory: str | os.PathLike[str]) -> Path:
-    """Run ``save(tmp_dir)`` then rename ``tmp_dir`` to ``directory`` (replacing an existing one).
-
-    A reader sees the old folder or the complete new one (or, for an instant, none), never a
-    half-written one.
-    """
-    target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".tmp-{uuid.uuid4().hex[:12]}-{target.name}"
-    old = target.parent / f".tmp-old-{uuid.uuid4().hex[:12]}-{target.name}"
-    try:
-        tmp.mkdir()
-        save(str(tmp))
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-    return target

@@ -3,9 +3,12 @@
 >>> import velvet.hub
 >>> [e.name for e in velvet.hub.list_pretrained()]  # doctest: +SKIP
 ['velvet-btsv.m3d-cap', 'velvet-tiny.demo']
->>> model = velvet.hub.load_pretrained("<arch>.<tag>")  # doctest: +SKIP
+>>> folder = velvet.hub.download_pretrained("<arch>.<tag>")  # doctest: +SKIP
+>>> model = velvet.load_pretrained("<arch>.<tag>")  # doctest: +SKIP
 
-Importing this package is light (standard library and tqdm); torch comes with ``load_pretrained``.
+Importing this package is light (standard library and tqdm). It never imports ``velvet.models``:
+loading a model is ``velvet.load_pretrained`` (``velvet.models.pretrained.from_pretrained``),
+which resolves registered names through :func:`download_pretrained`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from velvet.hub.download import (
     download_pretrained,
     fetch_verified,
     is_offline,
-    load_pretrained,
     sha256_file,
 )
 from velvet.hub.registry import (
@@ -41,7 +43,6 @@ __all__ = [
     "get_pretrained",
     "is_offline",
     "list_pretrained",
-    "load_pretrained",
     "register_pretrained",
     "sha256_file",
 ]

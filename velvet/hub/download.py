@@ -1,13 +1,19 @@
 """Verified downloads of registered pretrained weights into the velvet cache.
 
-Every file is streamed into a uniquely named temporary file beside its destination, hashed
-(sha256) on the way, checked against the registry and only then renamed into place with
-``os.replace``, so the cache never holds a half-written or tampered file, even with several
-processes downloading at once. Cached files are re-hashed before every use. Offline mode
-(``VELVET_OFFLINE`` or ``HF_HUB_OFFLINE`` set to 1/true/yes/on) never opens a connection.
+Every file is streamed into a uniquely named temporary file beside its destination
+(:func:`velvet.utils.atomic.atomic_path`), hashed (sha256) on the way, checked against the
+registry and only then fsynced and renamed into place with ``os.replace``, so the cache never
+holds a half-written or tampered file, even with several processes downloading at once. Cached
+files are re-hashed before every use. Offline mode (``VELVET_OFFLINE`` or ``HF_HUB_OFFLINE`` set
+to 1/true/yes/on) never opens a connection.
 
 Layout: ``<cache>/pretrained/<arch>.<tag>/<relative file name>``, where ``<cache>`` is
-``$VELVET_CACHE``, else ``$XDG_CACHE_HOME/velvet``, else ``~/.cache/velvet``.
+``$VELVET_CACHE``, else ``$XDG_CACHE_HOME/velvet``, else ``~/.cache/velvet``
+(:func:`velvet.utils.paths.velvet_cache_root`, shared with the volume cache).
+
+This module never imports ``velvet.models``: loading a registered name is
+``velvet.load_pretrained`` (``velvet.models.pretrained.from_pretrained``), which calls
+:func:`download_pretrained`.
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ import hashlib
 import http.client
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -26,6 +31,9 @@ from typing import Any
 from tqdm import tqdm
 
 from velvet.hub.registry import PretrainedEntry, PretrainedUnavailableError, get_pretrained
+from velvet.utils.atomic import atomic_path
+from velvet.utils.hashing import CHUNK_SIZE, sha256_file
+from velvet.utils.paths import velvet_cache_root as cache_root
 
 __all__ = [
     "ChecksumError",
@@ -36,13 +44,11 @@ __all__ = [
     "fetch_verified",
     "file_url",
     "is_offline",
-    "load_pretrained",
     "sha256_file",
 ]
 
 logger = logging.getLogger(__name__)
 
-_CHUNK = 1 << 20
 _TRUTHY = {"1", "true", "yes", "on"}
 _PROGRESS_MIN_BYTES = 1 << 20  # no bar for config and tokenizer files
 
@@ -72,24 +78,6 @@ def is_offline() -> bool:
     )
 
 
-def cache_root() -> Path:
-    """``$VELVET_CACHE``, else ``$XDG_CACHE_HOME/velvet``, else ``~/.cache/velvet``."""
-    env = os.environ.get("VELVET_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "velvet"
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """The sha256 hex digest of a file, read in 1 MiB chunks (never the whole file in memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def file_url(entry: PretrainedEntry, filename: str) -> str:
     """The download URL of one of ``entry``'s files.
 
@@ -107,13 +95,14 @@ def file_url(entry: PretrainedEntry, filename: str) -> str:
 
 
 def _download(url: str, dest: Path, sha256: str, *, timeout: float, progress: bool) -> None:
-    """Stream ``url`` into a temp file beside ``dest``, verify, then rename it to ``dest``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
+    """Stream ``url`` into a temp file beside ``dest``, verify, then rename it to ``dest``.
+
+    Any failure (a bad hash, a cut transfer, Ctrl-C) leaves ``dest`` untouched and no temp file.
+    """
+    with atomic_path(dest) as tmp:
+        # hashed while streaming, so the file is read once; sha256_file re-checks it on later use
         digest, size, expected_size = hashlib.sha256(), 0, None
-        with os.fdopen(fd, "wb") as out, _open(url, timeout) as response:
+        with open(tmp, "wb") as out, _open(url, timeout) as response:
             length = response.headers.get("Content-Length")
             expected_size = int(length) if length and length.isdigit() else None
             show = progress and (expected_size is None or expected_size >= _PROGRESS_MIN_BYTES)
@@ -130,14 +119,6 @@ def _download(url: str, dest: Path, sha256: str, *, timeout: float, progress: bo
         actual = digest.hexdigest()
         if actual != sha256:
             raise ChecksumError(dest, sha256, actual, f"downloaded from {url}")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; a shared cache follows the umask
-        os.replace(tmp, dest)
-    finally:
-        # any failure (including Ctrl-C) leaves no temp file behind; after os.replace it is gone anyway
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def _open(url: str, timeout: float) -> Any:
@@ -156,7 +137,7 @@ def _open(url: str, timeout: float) -> Any:
 
 def _read(response: Any, url: str) -> bytes:
     try:
-        return response.read(_CHUNK)
+        return response.read(CHUNK_SIZE)
     except (TimeoutError, OSError, http.client.HTTPException) as err:  # HTTPException: IncompleteRead
         raise DownloadError(f"{url}: connection lost while downloading ({err})") from err
 
@@ -234,24 +215,3 @@ def download_pretrained(
     for filename, digest in entry.files.items():
         fetch_verified(file_url(entry, filename), folder / filename, digest, progress=progress)
     return folder
-
-
-def load_pretrained(name: str, *, cache_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> Any:
-    """Download (or find in the cache) and verify a registered entry, then load it.
-
-    Args:
-        name: a registered ``<arch>.<tag>``.
-        cache_dir: the cache root (default :func:`cache_root`).
-        **kwargs: passed on to ``velvet.models.pretrained.from_pretrained`` (``kind``, ``strict``,
-            ``map_location``).
-
-    Returns:
-        The model, as ``from_pretrained`` returns it.
-
-    Raises:
-        See :func:`download_pretrained` and ``from_pretrained``.
-    """
-    folder = download_pretrained(name, cache_dir=cache_dir)
-    from velvet.models.pretrained import from_pretrained  # torch: imported only when loading
-
-    return from_pretrained(folder, **kwargs)

@@ -60,7 +60,7 @@ class PretrainedEntry:
         preprocess: the preprocessing contract the weights expect, e.g. ``{"preset": "m3d_cap"}``.
         description: one line on what was trained on what.
         available: False for entries that cannot be downloaded; ``unavailable_reason`` says why.
-        unavailable_reason: the message :func:`velvet.hub.load_pretrained` raises for them.
+        unavailable_reason: the message :func:`velvet.load_pretrained` raises for them.
 
     Raises:
         ValueError: a malformed name, hash, file name or source.

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from velvet.utils.atomic import atomic_path
 
 __all__ = ["EmbeddingIndex", "read_index", "write_index"]
 
@@ -62,7 +63,6 @@ def write_index(index: EmbeddingIndex, path: str | os.PathLike[str]) -> Path:
     from safetensors.torch import save_file
 
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
         "format": INDEX_FORMAT,
         "format_version": str(INDEX_VERSION),
@@ -70,14 +70,8 @@ def write_index(index: EmbeddingIndex, path: str | os.PathLike[str]) -> Path:
         "model": index.model,
         "extra": json.dumps(index.metadata),
     }
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({"embeddings": index.embeddings.detach().cpu().contiguous()}, tmp, metadata=metadata)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(target) as tmp:
+        save_file({"embeddings": index.embeddings.detach().cpu().contiguous()}, str(tmp), metadata=metadata)
     return target
 
 
