@@ -1,7 +1,8 @@
 """Entry point of the ``velvet`` console script.
 
-``velvet fit|validate|test|predict ...`` go to the LightningCLI (imported only then, it costs
-seconds); every other subcommand is a light argparse command from :mod:`velvet.cli.commands`.
+``velvet fit|validate|test ...`` go to the LightningCLI (imported only then, it costs seconds);
+every other subcommand is a light argparse command from :mod:`velvet.cli.commands`. ``velvet
+predict`` is not offered (no velvet task has a predict step): it points to ``velvet embed``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ from collections.abc import Sequence
 
 from velvet import __version__
 
-LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test")
+PREDICT_MESSAGE = (
+    "velvet: `predict` is not offered (the pretraining task has no predict step); to write embeddings "
+    "use `velvet embed --model MODEL_DIR FILES... --out index.safetensors` (see `velvet embed --help`)"
+)
 # module names under velvet.cli.commands, in the order `velvet --help` lists them
 COMMAND_MODULES: tuple[str, ...] = (
     "inspect",
@@ -46,8 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``velvet`` command; returns the process exit status."""
+    """Run the ``velvet`` command.
+
+    Args:
+        argv: the arguments after ``velvet``; ``None`` reads ``sys.argv[1:]``.
+
+    Returns:
+        The process exit status (2 for a usage error, such as ``velvet predict``).
+    """
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "predict":
+        print(PREDICT_MESSAGE, file=sys.stderr)
+        return 2
     if args_list and args_list[0] in LIGHTNING_SUBCOMMANDS:
         from velvet.cli.lightning import run_lightning_cli
 

@@ -3,42 +3,67 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``data`` subcommand (``data check``)."""
     parser = subparsers.add_parser("data", help="check a recipe's data pipeline")
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     check = sub.add_parser(
         "check",
         help="prepare (phantoms, tokenizer, cache) and iterate a recipe's data, printing batch shapes and speed",
     )
-    check.add_argument("--config", required=True, help="a recipe YAML with a `data:` section")
+    check.add_argument(
+        "--config",
+        required=True,
+        help="a recipe YAML with a `data:` section (read as `velvet fit --config` reads it: includes too)",
+    )
     check.add_argument("--split", default="train", choices=("train", "val", "test"))
     check.add_argument("--max-batches", type=int, default=None, help="stop after this many batches")
     check.set_defaults(func=run_check)
 
 
-def data_init_args(config_path: str) -> dict[str, Any]:
-    """The DataModule keyword arguments of a recipe (``data.init_args``, or ``data`` itself)."""
-    import yaml
+def read_data_section(config_path: str | Path) -> tuple[str, dict[str, Any]]:
+    """The DataModule of a recipe, read as ``velvet fit --config`` reads it.
 
-    with open(config_path, encoding="utf-8") as fh:
-        recipe = yaml.safe_load(fh) or {}
-    data = recipe.get("data")
-    if not isinstance(data, dict):
+    Sections given as file paths (``data: shared/data_m3d_cap.yaml``) are loaded relative to the
+    file that names them, and the DataModule's defaults are filled in.
+
+    Args:
+        config_path: the recipe YAML.
+
+    Returns:
+        ``(class_path, init_args)`` of the ``data:`` section.
+
+    Raises:
+        ValueError: the recipe cannot be read or has no ``data:`` section; the message names the file.
+    """
+    from velvet.cli.lightning import read_recipe
+
+    data = read_recipe(config_path).get("data")
+    if data is None:
         raise ValueError(f"{config_path}: no `data:` section")
-    return dict(data.get("init_args", data if "class_path" not in data else {}))
+    init_args = data.get("init_args")
+    return str(data.class_path), init_args.clone(with_meta=False).as_dict() if init_args is not None else {}
 
 
 def run_check(args: argparse.Namespace) -> int:
+    """Prepare the recipe's data, iterate one split and print what it produced; 1 on an input error."""
     from velvet.data.datamodule import VelvetDataModule
     from velvet.data.errors import DataError
 
     try:
-        dm = VelvetDataModule(**data_init_args(args.config))
+        class_path, init_args = read_data_section(args.config)
+        module_name, _, class_name = class_path.rpartition(".")
+        data_class = getattr(importlib.import_module(module_name), class_name)
+        if not (isinstance(data_class, type) and issubclass(data_class, VelvetDataModule)):
+            raise ValueError(f"{args.config}: `data check` runs VelvetDataModule recipes, not {class_path}")
+        dm = data_class(**init_args)
         start = time.perf_counter()
         dm.prepare_data()
         dm.setup("fit")
