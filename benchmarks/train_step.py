@@ -34,19 +34,18 @@ from pathlib import Path
 
 ALL = ("itc_report", "itc_sentence", "itc_word", "vis_ssl", "txt_mlm", "itm", "mm_mlm")
 PRESETS: dict[str, dict] = {
-    "tiny": {"model": "velvet-tiny", "batch": 4, "size": 32, "max_length": 256, "vocab": 4000},
+    "tiny": {"model": "velvet-tiny", "batch": 4, "size": 32, "max_length": 256, "vocab": 4000, "ssl_embed_dim": 32},
     "reference": {
         "model": {
             "preset": "velvet-tiny",
             "embed_dim": 256,
-            "ssl_embed_dim": 256,
             "vision": {"preset": "swin-tiny", "img_size": [64, 64, 64], "embed_dim": 24, "window_size": 7,
                        "depths": [2, 2, 2, 2], "num_heads": [3, 6, 12, 24]},
             "text": {"preset": "text-tiny", "hidden_size": 256, "num_text_layers": 4, "num_fusion_layers": 2,
                      "num_attention_heads": 4, "intermediate_size": 1024, "vision_width": 256,
                      "max_position_embeddings": 512},
         },
-        "batch": 4, "size": 64, "max_length": 256, "vocab": 4300,
+        "batch": 4, "size": 64, "max_length": 256, "vocab": 4300, "ssl_embed_dim": 256,
     },
     # the paper-size presets run with gradient checkpointing, as their recipes do (without it the
     # full objective at 96^3 outgrows a 24 GB machine)
@@ -84,6 +83,7 @@ def _run_one(preset: str, objectives: str, args: argparse.Namespace) -> dict:
     from velvet.models.config import VelvetConfig, get_model_config
     from velvet.models.velvet import VelvetModel
     from velvet.pretraining.objectives import VelvetPretrainer
+    from velvet.pretraining.registry import levels_for
     from velvet.tasks.pretrain import _tokenizer_meta
 
     spec = PRESETS[preset]
@@ -94,15 +94,17 @@ def _run_one(preset: str, objectives: str, args: argparse.Namespace) -> dict:
     tokenizer = TriBertTokenizer.from_pretrained(tok_dir, max_length=spec["max_length"])
     model_spec = spec["model"]
     config = get_model_config(model_spec) if isinstance(model_spec, str) else VelvetConfig.from_dict(model_spec)
-    if objectives == "report_itc":
-        config = config.replace(objectives=("itc_report",))
-    config = config.for_tokenizer(tokenizer)
+    chosen = ("itc_report",) if objectives == "report_itc" else ALL
+    config = config.replace(levels=levels_for(chosen)).for_data(tokenizer=tokenizer)
     torch.manual_seed(0)
     model = VelvetModel(config)
     grad_ckpt = {"auto": spec.get("grad_ckpt", False), "on": True, "off": False}[args.grad_checkpointing]
     if grad_ckpt:
         model.set_grad_checkpointing(True)
-    pre = VelvetPretrainer(model, tokenizer_info=_tokenizer_meta(tokenizer)).to(device)
+    ssl_embed_dim = spec.get("ssl_embed_dim", 512)
+    pre = VelvetPretrainer(
+        model, objectives=chosen, tokenizer_info=_tokenizer_meta(tokenizer), ssl_embed_dim=ssl_embed_dim
+    ).to(device)
     opt = torch.optim.AdamW(pre.parameters(), lr=1e-4)
     batch_size = args.batch_size or spec["batch"]
     batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in tokenizer(reports[:batch_size]).items()}
@@ -117,7 +119,8 @@ def _run_one(preset: str, objectives: str, args: argparse.Namespace) -> dict:
             torch.cuda.synchronize()
         start = time.perf_counter()
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            out = pre(batch, torch.Generator().manual_seed(step))
+            # the step's random draws are made on the device, as in training
+            out = pre(batch, torch.Generator(device=device).manual_seed(step))
             loss = sum(v for k, v in out.items() if k.endswith("_loss"))
         opt.zero_grad(set_to_none=True)
         loss.backward()

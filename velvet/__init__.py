@@ -21,10 +21,13 @@ _LAZY: dict[str, str] = {
     "TriBertTokenizer": "velvet.data.tokenization:TriBertTokenizer",
     "split_sentences": "velvet.data.reports:split_sentences",
     "VelvetModel": "velvet.models.velvet:VelvetModel",
+    "create_model": "velvet.models.create:create_model",
+    "list_models": "velvet.models.config:list_models",
     "from_pretrained": "velvet.models.pretrained:from_pretrained",
     "save_pretrained": "velvet.models.pretrained:save_pretrained",
     "list_pretrained": "velvet.hub:list_pretrained",
-    "load_pretrained": "velvet.hub:load_pretrained",
+    # the loader lives with the models; velvet.hub only downloads (it never imports velvet.models)
+    "load_pretrained": "velvet.models.pretrained:from_pretrained",
     "register_pretrained": "velvet.hub:register_pretrained",
 }
 

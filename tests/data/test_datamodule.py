@@ -83,3 +83,21 @@ def test_data_check_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "image                (4, 1, 16, 16, 16) float32" in out
     assert "train: 2 batches, 8 samples" in out
+
+
+def test_augmentation_applies_to_the_training_split_only(tmp_path):
+    flip = [{"class_path": "RandFlipd", "init_args": {"spatial_axis": [0], "prob": 1.0}}]
+    plain, augmented = _dm(tmp_path), _dm(tmp_path, augment=flip)
+    for dm in (plain, augmented):
+        dm.prepare_data()
+        dm.setup("fit")
+    for split, flipped in (("train", True), ("val", False), ("test", False)):
+        a, b = plain.datasets[split][0], augmented.datasets[split][0]
+        expected = a["image"].flip(1) if flipped else a["image"]
+        assert torch.equal(b["image"], expected), split
+
+
+def test_bad_augmentation_fails_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="no such transform"):
+        _dm(tmp_path, augment=[{"class_path": "RandFlop"}])
+    assert not (tmp_path / "data").exists()

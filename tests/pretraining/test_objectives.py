@@ -19,7 +19,7 @@ def test_every_objective_gives_its_terms_and_every_parameter_a_gradient(tokenize
     loss = sum(out[t] for t in expected)
     assert torch.isfinite(loss)
     loss.backward()
-    no_grad = [n for n, p in pre.model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    no_grad = [n for n, p in pre.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert no_grad == []
     assert out["image_embedding"].shape == (3, 32) and not out["image_embedding"].requires_grad
 
@@ -39,11 +39,13 @@ def test_only_enabled_objectives_run(tokenizer, reports):
     pre = make_pretrainer(tokenizer, objectives=["itc_report"])
     out = pre(make_batch(tokenizer, reports, 2))
     assert {k for k in out if k.endswith("_loss")} == {"itc_report_loss"}
-    assert set(pre.model.heads) == {"image_report", "text_report"}
+    # the model holds the report projections (and the adapter its fusion layers need); no objective heads
+    assert set(pre.model.heads) == {"image_report", "text_report", "visual_adapter"}
+    assert set(pre.heads) == set()
 
 
 def test_itm_needs_report_level_itc(tokenizer):
-    with pytest.raises(ValueError, match="itm samples hard negatives"):
+    with pytest.raises(ValueError, match=r"'itm' needs \['itc_report'\]"):
         make_pretrainer(tokenizer, objectives=["itm"])
 
 

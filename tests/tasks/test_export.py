@@ -26,7 +26,7 @@ def test_exported_checkpoint_gives_identical_embeddings(tmp_path, capsys):
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=2, limit_val_batches=1, callbacks=[ckpt],
                          logger=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
-    task = PretrainTask(model={"preset": "velvet-tiny", "objectives": ["itc_report", "txt_mlm"]}, lr=1e-3)
+    task = PretrainTask(model="velvet-tiny", objectives=["itc_report", "txt_mlm"], lr=1e-3)
     trainer.fit(task, datamodule=dm)
     shutil.rmtree(dm.tokenizer_dir)  # the vocabulary must travel inside the checkpoint
 

@@ -16,7 +16,8 @@ from velvet.tasks.pretrain import PretrainTask
 
 PHANTOMS = {"n_cases": 20, "n_val": 6, "n_test": 2, "shape": [40, 40, 32], "spacing": [10, 10, 10]}
 PREPROCESS = {"preset": "ct_rate", "spacing": [12, 12, 12], "spatial_size": [32, 32, 32]}
-SMALL = {"preset": "velvet-tiny", "objectives": ["itc_report", "itc_sentence", "txt_mlm"]}
+SMALL = "velvet-tiny"
+SMALL_OBJECTIVES = ["itc_report", "itc_sentence", "txt_mlm"]
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def _metrics(trainer):
 
 
 def test_fit_logs_every_term_and_retrieval_metrics(data_dirs, tmp_path):
-    task = PretrainTask(model=SMALL, lr=1e-3, warmup_steps=2)
+    task = PretrainTask(model=SMALL, objectives=SMALL_OBJECTIVES, lr=1e-3, warmup_steps=2)
     trainer = _trainer(tmp_path, max_epochs=2)
     trainer.fit(task, datamodule=_datamodule(data_dirs))
     rows = _metrics(trainer)
@@ -86,16 +87,16 @@ def test_resume_gives_the_same_next_step_loss(data_dirs, tmp_path):
     torch.manual_seed(0)
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_epochs=1)
     first = _trainer(tmp_path / "a", max_epochs=2, callbacks=[ckpt])
-    first.fit(PretrainTask(model=SMALL, lr=1e-3), datamodule=_datamodule(data_dirs))
+    first.fit(PretrainTask(model=SMALL, objectives=SMALL_OBJECTIVES, lr=1e-3), datamodule=_datamodule(data_dirs))
     uninterrupted = [float(r["train/loss"]) for r in _metrics(first) if r.get("train/loss")]
 
     # the same run interrupted after epoch 1, then resumed from its last checkpoint
     ckpt_1 = ModelCheckpoint(dirpath=tmp_path / "ckpt1", save_last=True, every_n_epochs=1)
     stopped = _trainer(tmp_path / "b", max_epochs=2, callbacks=[ckpt_1, _Interrupt()])
-    stopped.fit(PretrainTask(model=SMALL, lr=1e-3), datamodule=_datamodule(data_dirs))
+    stopped.fit(PretrainTask(model=SMALL, objectives=SMALL_OBJECTIVES, lr=1e-3), datamodule=_datamodule(data_dirs))
     torch.manual_seed(123)  # a different global RNG state: the resumed run must not depend on it
     resumed = _trainer(tmp_path / "c", max_epochs=2)
-    resumed.fit(PretrainTask(model=SMALL, lr=1e-3), datamodule=_datamodule(data_dirs), ckpt_path=str(tmp_path / "ckpt1" / "last.ckpt"))
+    resumed.fit(PretrainTask(model=SMALL, objectives=SMALL_OBJECTIVES, lr=1e-3), datamodule=_datamodule(data_dirs), ckpt_path=str(tmp_path / "ckpt1" / "last.ckpt"))
     after = [float(r["train/loss"]) for r in _metrics(resumed) if r.get("train/loss")]
     assert len(uninterrupted) == 6 and len(after) == 3
     # float32 kernels may pick different reduction orders across runs (thread scheduling), so
@@ -104,7 +105,7 @@ def test_resume_gives_the_same_next_step_loss(data_dirs, tmp_path):
 
 
 def test_negative_cache_mode_trains(data_dirs, tmp_path):
-    task = PretrainTask(model=SMALL, lr=1e-3, negative_cache_micro_batch=2, gradient_clip_val=1.0)
+    task = PretrainTask(model=SMALL, objectives=SMALL_OBJECTIVES, lr=1e-3, negative_cache_micro_batch=2, gradient_clip_val=1.0)
     trainer = _trainer(tmp_path, max_steps=2, limit_val_batches=1)
     trainer.fit(task, datamodule=_datamodule(data_dirs))
     losses = [float(r["train/loss"]) for r in _metrics(trainer) if r.get("train/loss")]
@@ -115,7 +116,7 @@ def test_negative_cache_mode_trains(data_dirs, tmp_path):
 def test_checkpoint_rebuilds_without_the_datamodule(data_dirs, tmp_path):
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=1, callbacks=[ckpt])
-    task = PretrainTask(model=SMALL)
+    task = PretrainTask(model=SMALL, objectives=SMALL_OBJECTIVES)
     dm = _datamodule(data_dirs)
     trainer.fit(task, datamodule=dm)
     loaded = PretrainTask.load_from_checkpoint(tmp_path / "ckpt" / "last.ckpt")
@@ -134,8 +135,8 @@ def test_bad_loss_weight_names():
 
 
 def test_batch_norm_projections_are_recalibrated_before_validation(data_dirs, tmp_path):
-    model = {**SMALL, "projection_norm": "batch"}
-    task = PretrainTask(model=model, lr=1e-3, bn_recalibration_batches=2)
+    model = {"preset": SMALL, "projection_norm": "batch"}
+    task = PretrainTask(model=model, objectives=SMALL_OBJECTIVES, lr=1e-3, bn_recalibration_batches=2)
     trainer = _trainer(tmp_path, max_epochs=1)
     trainer.fit(task, datamodule=_datamodule(data_dirs))
     norms = [m for m in task.model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
@@ -143,3 +144,18 @@ def test_batch_norm_projections_are_recalibrated_before_validation(data_dirs, tm
     # 3 training steps would leave a count of 3; the recalibration restarted it on 2 batches
     assert all(int(m.num_batches_tracked) == 2 for m in norms)
     assert all(m.momentum == 0.1 for m in norms)
+
+
+def test_v1_recipe_objectives_inside_the_model_still_work_with_a_warning():
+    with pytest.warns(DeprecationWarning, match="objectives"):
+        task = PretrainTask(model={"preset": "velvet-tiny", "objectives": ["itc_report", "txt_mlm"]})
+    assert task.objectives == ("itc_report", "txt_mlm")
+    assert task.model_config.levels == ("report",)
+
+
+def test_model_levels_follow_the_objectives():
+    task = PretrainTask(model="velvet-tiny", objectives=["txt_mlm", "itc_word", "itc_report"])
+    assert task.objectives == ("itc_report", "itc_word", "txt_mlm")  # canonical order
+    assert task.model_config.levels == ("report", "word")
+    with pytest.raises(ValueError, match="not trained"):
+        PretrainTask(model="velvet-tiny", objectives=["itc_report"], loss_weights={"txt_mlm": 2.0})

@@ -1,9 +1,14 @@
 """Named VELVET architectures, stored as data (``velvet/models/configs/*.json``).
 
 A :class:`VelvetConfig` says which encoders to build (by preset name plus overrides, or full
-field dicts) and which objective heads exist. Tokenizer facts (vocabulary size, padding id,
-number of sentence types) are not part of a preset: :meth:`VelvetConfig.for_tokenizer` fills them
-in when the model is built, and the resolved config is what checkpoints store.
+field dicts), which image-text projection levels exist and how wide the shared space is. It names
+no training objective: those live on the pretraining side (:mod:`velvet.pretraining.registry`), so
+a segmentation or VQA model takes "the encoders" without any pretraining head.
+
+Facts that the data states (vocabulary size, padding id, sentence types, sentence modelling, token
+length, input size) are not part of a preset: :meth:`VelvetConfig.for_data` fills them in from the
+tokenizer and the preprocessing contract when the model is built, and the resolved config is what
+checkpoints store.
 """
 
 from __future__ import annotations
@@ -17,16 +22,18 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "OBJECTIVES",
+    "LEVELS",
     "VelvetConfig",
+    "upgrade_v1_architecture",
     "add_model_config",
     "get_model_config",
     "list_models",
 ]
 
-# every pretraining objective; a model builds the heads of the ones it lists
-OBJECTIVES = ("itc_report", "itc_sentence", "itc_word", "vis_ssl", "txt_mlm", "itm", "mm_mlm")
-_NEEDS_FUSION = ("itm", "mm_mlm")
+# the image-text alignment levels a model can project into the shared space (method 3)
+LEVELS = ("report", "sentence", "word")
+# format-v1 architectures named their pretraining objectives; these fields are gone since v2
+_V1_FIELDS = ("objectives", "ssl_embed_dim")
 
 
 @dataclass(frozen=True)
@@ -37,13 +44,16 @@ class VelvetConfig:
         name: the architecture name (``velvet-btsv`` ...).
         vision: vision encoder: ``{"preset": "swin-sv", **overrides}`` or a full config dict with ``"arch"``.
         text: text encoder: ``{"preset": "bt-mm", **overrides}`` or full ``TextEncoderConfig`` fields.
-        objectives: objectives whose heads are built (subset of :data:`OBJECTIVES`).
+        levels: the image-text projection levels built (subset of :data:`LEVELS`): ``report`` (global
+            embeddings, retrieval), ``sentence`` and ``word`` (local alignment maps).
+        visual_adapter: build the adapter from the top vision map to the fusion layers' width
+            (the visual tokens of ITM, vision-conditioned MLM and VQA); None: exactly when the text
+            encoder has fusion layers.
         embed_dim: width of the shared image-text spaces (512 in the paper).
         init_temperature: initial contrastive temperature (0.07; learnable, log-parameterised).
         max_logit_scale: clamp of 1 / temperature (100).
         sentence_level: index of the vision map aligned with sentences (-2: "middle", 6^3 at 96^3 input).
         word_level: index of the vision map aligned with words (-3: "bottom", 12^3).
-        ssl_embed_dim: width of the vision-SSL contrastive projection (512).
         projection_norm: ``"none"`` (the reference's plain linear projections) or ``"batch"``
             (batch-standardised projections, which keep contrastive training from scratch out of
             the all-embeddings-equal solution; see :class:`~velvet.models.heads.projection.ProjectionHead`).
@@ -52,27 +62,21 @@ class VelvetConfig:
     name: str = "custom"
     vision: dict[str, Any] = field(default_factory=lambda: {"preset": "swin-sv"})
     text: dict[str, Any] = field(default_factory=lambda: {"preset": "bt-mm"})
-    objectives: tuple[str, ...] = OBJECTIVES
+    levels: tuple[str, ...] = LEVELS
+    visual_adapter: bool | None = None
     embed_dim: int = 512
     init_temperature: float = 0.07
     max_logit_scale: float = 100.0
     sentence_level: int = -2
     word_level: int = -3
-    ssl_embed_dim: int = 512
     projection_norm: str = "none"
 
     def __post_init__(self) -> None:
-        objectives = tuple(self.objectives)
-        unknown = sorted(set(objectives) - set(OBJECTIVES))
+        levels = (self.levels,) if isinstance(self.levels, str) else tuple(self.levels)
+        unknown = sorted(set(levels) - set(LEVELS))
         if unknown:
-            raise ValueError(f"unknown objective(s) {unknown}; known: {list(OBJECTIVES)}")
-        if not objectives:
-            raise ValueError("a model needs at least one objective")
-        if "itm" in objectives and "itc_report" not in objectives:
-            raise ValueError(
-                "itm samples hard negatives from the report-level similarities: add 'itc_report'"
-            )
-        object.__setattr__(self, "objectives", tuple(o for o in OBJECTIVES if o in objectives))
+            raise ValueError(f"unknown projection level(s) {unknown}; known: {list(LEVELS)}")
+        object.__setattr__(self, "levels", tuple(lv for lv in LEVELS if lv in levels))
         object.__setattr__(self, "vision", dict(self.vision))
         object.__setattr__(self, "text", dict(self.text))
         if self.projection_norm not in ("none", "batch"):
@@ -80,15 +84,10 @@ class VelvetConfig:
         if self.embed_dim < 1 or not 0 < self.init_temperature < 1 or self.max_logit_scale <= 1:
             raise ValueError("embed_dim must be >= 1, init_temperature in (0, 1), max_logit_scale > 1")
 
-    @property
-    def needs_fusion(self) -> bool:
-        """Whether any objective runs the fusion (cross-attention) layers."""
-        return any(o in self.objectives for o in _NEEDS_FUSION)
-
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         d = dataclasses.asdict(self)
-        d["objectives"] = list(self.objectives)
+        d["levels"] = list(self.levels)
         return d
 
     @classmethod
@@ -99,6 +98,12 @@ class VelvetConfig:
         base = get_model_config(preset).to_dict() if preset else {}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
+        if set(unknown) & set(_V1_FIELDS):
+            raise ValueError(
+                f"model config field(s) {sorted(set(unknown) & set(_V1_FIELDS))} moved out of the architecture: "
+                "pretraining objectives are chosen with PretrainTask(objectives=[...]) (and ssl_embed_dim there); "
+                "a format-v1 config is converted by velvet.models.config.upgrade_v1_architecture"
+            )
         if unknown:
             raise ValueError(f"unknown model config field(s) {unknown}; known: {sorted(known)}")
         merged = {**base, **data}
@@ -113,39 +118,86 @@ class VelvetConfig:
         return dataclasses.replace(self, **changes)
 
     def for_tokenizer(self, tokenizer: Any) -> VelvetConfig:
-        """Resolve the text encoder against a tokenizer (vocabulary, ids, sentence types, length).
+        """Resolve the text encoder against a tokenizer; see :meth:`for_data`."""
+        return self.for_data(tokenizer=tokenizer)
+
+    def for_data(
+        self, *, tokenizer: Any = None, input_size: tuple[int, int, int] | None = None, vocab_size: int | None = None
+    ) -> VelvetConfig:
+        """Fill in the facts the data states, so that each is written in one place only.
+
+        From the tokenizer: vocabulary size, ``[PAD]`` id, number of token types and whether
+        sentences are modelled (the tokenizer's ``sentence_modeling`` wins: the text config does not
+        repeat it). From the preprocessing contract: the vision input size (``img_size``). Without a
+        tokenizer (e.g. :func:`velvet.create_model` for a model whose weights come later), the text
+        side gets ``vocab_size`` (default 30,572: BERT's 30,522 pieces plus 50 ``[SEN_k]``) and the
+        preset's other values.
 
         Args:
-            tokenizer: a :class:`~velvet.data.tokenization.TriBertTokenizer`.
+            tokenizer: a :class:`~velvet.data.tokenization.TriBertTokenizer`, or None.
+            input_size: the contract's ``spatial_size`` ``(H, W, D)``, or None to keep the preset's.
+            vocab_size: vocabulary size when there is no tokenizer.
 
         Raises:
-            ValueError: the tokenizer and the text config disagree on sentence modelling, or the
-                tokenizer makes sequences longer than the position embeddings.
+            ValueError: the tokenizer makes sequences longer than the position embeddings, or the
+                input size does not fit the vision encoder (its config says why).
         """
         from velvet.models.text.config import TextEncoderConfig, text_encoder_config
 
         text = dict(self.text)
         preset = text.pop("preset", None)
-        facts = {
-            "vocab_size": tokenizer.vocab_size,
-            "pad_token_id": tokenizer.pad_token_id,
-            "type_vocab_size": tokenizer.type_vocab_size,
-        }
+        if tokenizer is not None:
+            facts: dict[str, Any] = {
+                "vocab_size": tokenizer.vocab_size,
+                "pad_token_id": tokenizer.pad_token_id,
+                "type_vocab_size": tokenizer.type_vocab_size,
+                "sentence_modeling": tokenizer.sentence_modeling,
+            }
+        else:
+            facts = {"vocab_size": text.get("vocab_size") or vocab_size or DEFAULT_VOCAB_SIZE}
         if preset is not None:
             resolved = text_encoder_config(preset, **{**text, **facts})
         else:
             resolved = TextEncoderConfig.from_dict({**text, **facts})
-        if resolved.sentence_modeling != tokenizer.sentence_modeling:
-            raise ValueError(
-                f"text encoder sentence_modeling={resolved.sentence_modeling} but the tokenizer has "
-                f"sentence_modeling={tokenizer.sentence_modeling}: set both the same"
-            )
-        if tokenizer.max_length > resolved.max_position_embeddings:
+        if tokenizer is not None and tokenizer.max_length > resolved.max_position_embeddings:
             raise ValueError(
                 f"tokenizer max_length {tokenizer.max_length} exceeds the text encoder's "
-                f"max_position_embeddings {resolved.max_position_embeddings}"
+                f"max_position_embeddings {resolved.max_position_embeddings}: shorten the reports "
+                "(data tokenizer_options.max_length) or widen the position table"
             )
-        return self.replace(text=resolved.to_dict())
+        config = self.replace(text=resolved.to_dict())
+        if input_size is not None:
+            from velvet.models.vision.factory import resolve_vision_config
+
+            vision = resolve_vision_config(self.vision).to_dict()
+            vision["img_size"] = [int(s) for s in input_size]
+            config = config.replace(vision=resolve_vision_config(vision).to_dict())
+        return config
+
+
+DEFAULT_VOCAB_SIZE = 30_572
+
+
+def upgrade_v1_architecture(data: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Convert a format-v1 architecture dict (which listed objectives) to the current fields.
+
+    v1 built the projection levels and the visual adapter from its objectives; the same model now
+    states them directly. The objectives are returned for callers that pretrain on.
+
+    Returns:
+        ``(architecture, objectives)``.
+    """
+    data = dict(data)
+    objectives = tuple(data.pop("objectives", ()) or ())
+    data.pop("ssl_embed_dim", None)
+    if objectives:
+        levels = []
+        if {"itc_report", "itm"} & set(objectives):
+            levels.append("report")
+        levels += [lv for lv in ("sentence", "word") if f"itc_{lv}" in objectives]
+        data.setdefault("levels", levels)
+        data.setdefault("visual_adapter", bool({"itm", "mm_mlm"} & set(objectives)))
+    return data, objectives
 
 
 # ---------------------------------------------------------------------------------- registry

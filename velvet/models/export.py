@@ -64,11 +64,12 @@ def export_checkpoint(
     """
     from velvet.data.contract import PreprocessContract
     from velvet.models.config import VelvetConfig
+    from velvet.models.legacy import upgrade_checkpoint
     from velvet.models.velvet import VelvetModel
     from velvet.models.weights import load_state_dict_checked, read_weights
 
     ckpt = Path(checkpoint)
-    data = read_weights(ckpt)
+    data = upgrade_checkpoint(read_weights(ckpt))  # v1: objective heads move out of the model
     meta = data.get("velvet")
     if not isinstance(meta, Mapping) or "model_config" not in meta or "state_dict" not in data:
         raise ValueError(f"{ckpt}: not a velvet pretraining checkpoint (no 'velvet' model record)")

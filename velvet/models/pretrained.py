@@ -2,14 +2,17 @@
 
 A pretrained directory holds::
 
-    config.json          {"format": "velvet-pretrained", "format_version": 1, "kind": ...,
+    config.json          {"format": "velvet-pretrained", "format_version": 2, "kind": ...,
                           "model": <architecture>, "preprocess": <contract> | null,
                           "tokenizer": {"path": "tokenizer", "config": {...}} | null, "metadata": {...}}
     model.safetensors    the weights
     tokenizer/           the TriBERT vocabulary (when a tokenizer was saved with the model)
 
-``kind`` is ``velvet`` (the whole :class:`~velvet.models.velvet.VelvetModel`), ``vision`` (a vision
-encoder alone) or ``text`` (TriBERT alone). Either encoder also loads out of a whole-model
+``kind`` is ``velvet`` (the whole :class:`~velvet.models.velvet.VelvetModel`: encoders, image-text
+projections, temperature, visual adapter; no pretraining-objective heads), ``vision`` (a vision
+encoder alone) or ``text`` (TriBERT alone). Format version 1 (velvet 0.1) also stored the
+objectives' heads and listed the objectives; it still loads, without those heads
+(:mod:`velvet.models.legacy`). Either encoder also loads out of a whole-model
 directory. The directory is written to a temporary folder and renamed, so a reader never sees a
 half-written model. Loading is strict by default and reports mismatched keys as a readable diff.
 """
@@ -35,7 +38,7 @@ __all__ = [
 ]
 
 FORMAT = "velvet-pretrained"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
@@ -247,6 +250,12 @@ def from_pretrained(
         raise ValueError(f"{folder} holds a {stored} model; it has no {kind} part")
     weights = read_weights(folder / WEIGHTS_NAME, map_location=map_location)
     architecture = config["model"]
+    if stored == "velvet" and int(config.get("format_version", 1)) < 2:
+        from velvet.models.config import upgrade_v1_architecture
+        from velvet.models.legacy import drop_v1_objective_heads
+
+        architecture = upgrade_v1_architecture(architecture)[0]
+        weights = drop_v1_objective_heads(weights)
     if kind != stored:  # one encoder out of a whole model
         architecture = architecture[kind]
         prefix = _PREFIX[kind]

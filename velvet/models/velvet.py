@@ -1,7 +1,8 @@
-"""VelvetModel: the vision encoder, TriBERT and the heads of the pretraining objectives.
+"""VelvetModel: the vision encoder, TriBERT, the image-text projections and the temperature.
 
-The model holds parameters and exposes encoding steps; it computes no loss. The objectives
-(:class:`velvet.pretraining.VelvetPretrainer`) and downstream tasks compose these steps.
+The model holds what inference and downstream tasks need, and computes no loss. The pretraining
+objectives and their own heads (vision SSL, MLM, ITM) live in
+:class:`velvet.pretraining.VelvetPretrainer`; downstream tasks compose the same encoding steps.
 """
 
 from __future__ import annotations
@@ -23,17 +24,19 @@ TEXT_INPUTS = ("input_ids", "token_type_ids", "attention_mask", "sentence_ids", 
 
 
 class VelvetModel(nn.Module):
-    """A VELVET-Med model: a 3D vision encoder, the TriBERT text encoder and objective heads.
+    """A VELVET-Med model: a 3D vision encoder, the TriBERT text encoder and the shared spaces.
 
     Args:
-        config: a config resolved against a tokenizer (:meth:`VelvetConfig.for_tokenizer`), so that
+        config: a config resolved against the data (:meth:`VelvetConfig.for_data`), so that
             ``config.text`` holds every ``TextEncoderConfig`` field.
 
     Attributes:
         vision: the vision encoder (:class:`~velvet.models.vision.base.VisionEncoder`).
         text: the :class:`~velvet.models.text.tribert.TriBert` encoder.
         logit_scale: the learnable, clamped 1 / temperature of the contrastive losses.
-        heads: ``nn.ModuleDict`` of the objective heads (projections, SSL heads, MLM/ITM heads).
+        heads: ``nn.ModuleDict``: ``image_<level>`` / ``text_<level>`` projections for each of
+            ``config.levels``, and ``visual_adapter`` (top vision map -> fusion width) when the
+            architecture has fusion layers.
     """
 
     def __init__(self, config: VelvetConfig) -> None:
@@ -43,12 +46,15 @@ class VelvetModel(nn.Module):
         from velvet.models.vision.factory import create_vision_encoder
 
         if "preset" in config.text or "vocab_size" not in config.text:
-            raise ValueError("resolve the config against a tokenizer first: config.for_tokenizer(tokenizer)")
+            raise ValueError(
+                "resolve the config against the data first: config.for_data(tokenizer=...) "
+                "(or velvet.create_model(name) for a model whose weights come later)"
+            )
         self.config = config
         self.vision = create_vision_encoder(config.vision)
         text_cfg = TextEncoderConfig.from_dict(config.text)
-        if config.needs_fusion and text_cfg.num_fusion_layers < 1:
-            raise ValueError(f"objectives {config.objectives} need fusion layers: set text num_fusion_layers >= 1")
+        if config.visual_adapter and text_cfg.num_fusion_layers < 1:
+            raise ValueError("visual_adapter=True needs fusion layers: set text num_fusion_layers >= 1")
         self.text = TriBert(text_cfg)
         self.logit_scale = LogitScale(config.init_temperature, config.max_logit_scale)
         self.heads = nn.ModuleDict(self._build_heads(config, text_cfg))
@@ -56,42 +62,30 @@ class VelvetModel(nn.Module):
         self.preprocess: Any = None
         self.tokenizer: Any = None
 
+    @property
+    def has_fusion(self) -> bool:
+        """Whether the model has fusion layers and the visual adapter that feeds them."""
+        return "visual_adapter" in self.heads
+
     def _build_heads(self, config: VelvetConfig, text_cfg: Any) -> dict[str, nn.Module]:
-        from velvet.models.heads.mlm import MLMHead
         from velvet.models.heads.projection import ProjectionHead
-        from velvet.models.heads.vision_ssl import ContrastiveProjection, ReconstructionDecoder, RotationHead
 
         e, hidden, dims = config.embed_dim, text_cfg.hidden_size, self.vision.feature_dims
+        image_width = {
+            "report": self.vision.embed_dim,
+            "sentence": dims[config.sentence_level],
+            "word": dims[config.word_level],
+        }
         heads: dict[str, nn.Module] = {}
-
-        def proj(in_dim: int) -> nn.Module:
-            return ProjectionHead(in_dim, e, norm=config.projection_norm)  # type: ignore[arg-type]
-
-        objectives = set(config.objectives)
-        if objectives & {"itc_report", "itm"}:
-            heads["image_report"] = proj(self.vision.embed_dim)
-            heads["text_report"] = proj(hidden)
-        if "itc_sentence" in objectives:
-            heads["image_sentence"] = proj(dims[config.sentence_level])
-            heads["text_sentence"] = proj(hidden)
-        if "itc_word" in objectives:
-            heads["image_word"] = proj(dims[config.word_level])
-            heads["text_word"] = proj(hidden)
-        if "vis_ssl" in objectives:
-            heads["ssl_rotation"] = RotationHead(self.vision.embed_dim, 4)
-            heads["ssl_contrast"] = ContrastiveProjection(self.vision.embed_dim, config.ssl_embed_dim)
-            heads["ssl_recon"] = ReconstructionDecoder.for_encoder(self.vision)
-        if "txt_mlm" in objectives:
-            heads["txt_mlm"] = MLMHead(hidden, text_cfg.vocab_size)
-        if config.needs_fusion:
+        for level in config.levels:
+            heads[f"image_{level}"] = ProjectionHead(image_width[level], e, norm=config.projection_norm)  # type: ignore[arg-type]
+            heads[f"text_{level}"] = ProjectionHead(hidden, e, norm=config.projection_norm)  # type: ignore[arg-type]
+        adapter = config.visual_adapter if config.visual_adapter is not None else text_cfg.num_fusion_layers > 0
+        if adapter:
             # the reference's "mm_adpater": top-map tokens -> the fusion layers' memory width
             heads["visual_adapter"] = nn.Sequential(
                 nn.Linear(self.vision.embed_dim, text_cfg.vision_width), nn.LayerNorm(text_cfg.vision_width)
             )
-        if "itm" in objectives:
-            heads["itm"] = nn.Linear(hidden, 2)
-        if "mm_mlm" in objectives:
-            heads["mm_mlm"] = MLMHead(hidden, text_cfg.vocab_size)
         return heads
 
     # ------------------------------------------------------------------ encoding steps
@@ -153,7 +147,7 @@ class VelvetModel(nn.Module):
         if self.tokenizer is None:
             raise RuntimeError("this model has no tokenizer: load it with from_pretrained or set model.tokenizer")
         if "image_report" not in self.heads:
-            raise RuntimeError("this model has no report-level projection (itc_report) to embed with")
+            raise RuntimeError("this model has no report-level projection (levels without 'report') to embed with")
         if not reports or any(not isinstance(r, str) for r in reports):
             raise ValueError("encode_text takes a non-empty list of report strings")
         device, chunks = self._device(), []
@@ -182,7 +176,7 @@ class VelvetModel(nn.Module):
         from velvet.models.inference import prepare_volumes
 
         if "image_report" not in self.heads:
-            raise RuntimeError("this model has no report-level projection (itc_report) to embed with")
+            raise RuntimeError("this model has no report-level projection (levels without 'report') to embed with")
         items = list(volumes) if isinstance(volumes, (list, tuple)) else [volumes]
         contract = self.preprocess
         if contract is None:
@@ -252,6 +246,8 @@ class VelvetModel(nn.Module):
 
     def visual_tokens(self, maps: list[torch.Tensor]) -> torch.Tensor:
         """The fusion layers' memory: top-map voxels through the adapter, ``(B, N, E_v)``."""
+        if not self.has_fusion:
+            raise RuntimeError("this model has no fusion layers (text num_fusion_layers = 0), so no visual tokens")
         tokens = rearrange(maps[-1], "b c h w d -> b (h w d) c")  # (B, N, C_top)
         return self.heads["visual_adapter"](tokens)
 

@@ -4,9 +4,13 @@
 plus the report-level embeddings for retrieval metrics. It is plain torch: the Lightning task only
 weights, logs and optimises, and the distributed and accumulation tests run it directly.
 
-Randomness (MLM masking, SSL views, hard negatives) comes from the ``generator`` argument, so a
-step is a function of its inputs and seed; dropout uses the global RNG, which the task reseeds
-per step.
+Randomness (MLM masking, SSL views, hard negatives) comes from the ``generator`` argument, which
+lives on the batch's device (every draw is made there: no host copy, no host sync), so a step is a
+function of its inputs and seed; dropout uses the global RNG, which the task reseeds per step.
+
+The objectives are declared in :mod:`velvet.pretraining.registry`; their heads (vision SSL, MLM,
+ITM) belong to the pretrainer, not to the model, so a saved model carries only what inference and
+downstream tasks use.
 """
 
 from __future__ import annotations
@@ -17,36 +21,28 @@ from typing import Any
 import torch
 from torch import nn
 
-from velvet.losses.contrastive import ClipLoss
 from velvet.losses.distributed import all_gather_padded, all_gather_with_grad, rank_offset
-from velvet.losses.itm import ITMLoss, itm_labels, sample_hard_negatives
-from velvet.losses.local_alignment import LocalAlignmentLoss
-from velvet.losses.mlm import IGNORE_INDEX, MLMLoss, mask_tokens
-from velvet.losses.vision_ssl import VisionSSLLoss
+from velvet.losses.itm import itm_labels, sample_hard_negatives
+from velvet.losses.mlm import IGNORE_INDEX, mask_tokens
 from velvet.models.velvet import TEXT_INPUTS, VelvetModel
+from velvet.pretraining.registry import OBJECTIVES, check_objectives, loss_terms
 from velvet.pretraining.views import random_local_view
 
 __all__ = ["LOSS_TERMS", "VelvetPretrainer"]
 
-# objective -> the loss terms it produces (its weight scales each of them)
-LOSS_TERMS: dict[str, tuple[str, ...]] = {
-    "itc_report": ("itc_report_loss",),
-    "itc_sentence": ("itc_sentence_loss",),
-    "itc_word": ("itc_word_loss",),
-    "vis_ssl": ("vis_rot_loss", "vis_contrast_loss", "vis_recon_loss"),
-    "txt_mlm": ("txt_mlm_loss",),
-    "itm": ("itm_loss",),
-    "mm_mlm": ("mm_mlm_loss",),
-}
+# objective -> the loss terms it produces (its weight scales each of them); from the registry
+LOSS_TERMS: dict[str, tuple[str, ...]] = loss_terms()
 # padding values when text tensors of different lengths are gathered across ranks
 _TEXT_PAD = {"attention_mask": False, "sentence_ids": -1, "sentence_token_mask": False}
 
 
 class VelvetPretrainer(nn.Module):
-    """The pretraining objectives of a model.
+    """The pretraining objectives over a model, with the heads only pretraining uses.
 
     Args:
-        model: the model (its config lists the objectives whose heads exist).
+        model: the model; it must have the projection levels (and fusion layers) the objectives
+            use (:func:`velvet.pretraining.registry.levels_for`).
+        objectives: the objectives to compute (:data:`velvet.pretraining.registry.OBJECTIVES`).
         tokenizer_info: ``mask_token_id`` and ``random_token_ids`` (ids MLM may substitute: the
             vocabulary minus special tokens), from the tokenizer.
         label_smoothing: report-level CLIP loss label smoothing (0.1).
@@ -54,28 +50,49 @@ class VelvetPretrainer(nn.Module):
         local_agg: ``"sum"`` or ``"mean"`` word aggregation of the local score.
         local_chunk_size: image chunk size bounding the local losses' memory (None: all at once).
         ssl_temperature: NT-Xent temperature of vision SSL (0.5).
+        ssl_embed_dim: width of the vision-SSL contrastive projection (512).
         mlm_probability: MLM selection rate (0.15).
         local_view_scale: edge-fraction range of the vision-SSL local crop.
         gather: gather negatives across DDP ranks (with gradients).
+
+    Attributes:
+        heads: ``nn.ModuleDict`` of the objectives' own heads (``ssl_rotation``, ``ssl_contrast``,
+            ``ssl_recon``, ``txt_mlm``, ``itm``, ``mm_mlm``: those enabled).
+        losses: ``nn.ModuleDict`` objective -> loss module.
+
+    Raises:
+        ValueError: unknown objectives, or a model without a part an objective needs.
     """
 
     def __init__(
         self,
         model: VelvetModel,
         *,
+        objectives: tuple[str, ...] | list[str] = tuple(OBJECTIVES),
         tokenizer_info: Mapping[str, Any],
         label_smoothing: float = 0.1,
         local_temperatures: tuple[float, float, float] = (4.0, 5.0, 10.0),
         local_agg: str = "sum",
         local_chunk_size: int | None = None,
         ssl_temperature: float = 0.5,
+        ssl_embed_dim: int = 512,
         mlm_probability: float = 0.15,
         local_view_scale: tuple[float, float] = (0.5, 1.0),
         gather: bool = True,
     ) -> None:
         super().__init__()
         self.model = model
-        self.objectives = tuple(model.config.objectives)
+        self.objectives = check_objectives(objectives)
+        for name in self.objectives:
+            spec = OBJECTIVES[name]
+            missing = [lv for lv in spec.levels if f"image_{lv}" not in model.heads]
+            if missing:
+                raise ValueError(
+                    f"objective {name!r} needs the model's {missing} projection(s); build the model with "
+                    f"levels including {missing} (model levels: {list(model.config.levels)})"
+                )
+            if spec.fusion and not model.has_fusion:
+                raise ValueError(f"objective {name!r} needs fusion layers: set text num_fusion_layers >= 1")
         self.mask_token_id = int(tokenizer_info["mask_token_id"])
         self.register_buffer(
             "random_token_ids", torch.as_tensor(tokenizer_info["random_token_ids"], dtype=torch.long), persistent=False
@@ -83,18 +100,19 @@ class VelvetPretrainer(nn.Module):
         self.mlm_probability = mlm_probability
         self.local_view_scale = tuple(local_view_scale)
         self.gather = gather
-        t1, t2, t3 = local_temperatures
-        self.losses = nn.ModuleDict(
-            {
-                "itc_report": ClipLoss(label_smoothing=label_smoothing, gather=gather, name="itc_report"),
-                "itc_sentence": LocalAlignmentLoss(t1, t2, t3, agg=local_agg, gather=gather, name="itc_sentence", chunk_size=local_chunk_size),
-                "itc_word": LocalAlignmentLoss(t1, t2, t3, agg=local_agg, gather=gather, name="itc_word", chunk_size=local_chunk_size),
-                "vis_ssl": VisionSSLLoss(temperature=ssl_temperature, gather=gather),
-                "txt_mlm": MLMLoss(name="txt_mlm"),
-                "itm": ITMLoss(name="itm"),
-                "mm_mlm": MLMLoss(name="mm_mlm"),
-            }
-        )
+        settings = {
+            "label_smoothing": label_smoothing,
+            "local_temperatures": tuple(local_temperatures),
+            "local_agg": local_agg,
+            "local_chunk_size": local_chunk_size,
+            "ssl_temperature": ssl_temperature,
+            "ssl_embed_dim": ssl_embed_dim,
+            "gather": gather,
+        }
+        self.heads = nn.ModuleDict()
+        for name in self.objectives:
+            self.heads.update(OBJECTIVES[name].heads(model, settings))
+        self.losses = nn.ModuleDict({name: OBJECTIVES[name].loss(settings) for name in self.objectives})
 
     # ------------------------------------------------------------------ the whole step
 
@@ -103,7 +121,7 @@ class VelvetPretrainer(nn.Module):
 
         Args:
             batch: a :class:`~velvet.types.VolumeTextBatch` (``image`` + tokenised text).
-            generator: CPU random source for masking, views and negatives.
+            generator: random source for masking, views and negatives, on the batch's device.
 
         Returns:
             ``"<term>_loss"`` scalars (see :data:`LOSS_TERMS`), plus ``image_embedding`` /
@@ -128,7 +146,7 @@ class VelvetPretrainer(nn.Module):
             (``image``, ``text``) that the fusion objectives reuse.
         """
         model = self.model
-        needs_encoders = any(o != "vis_ssl" and o != "txt_mlm" for o in self.objectives)
+        needs_encoders = any(OBJECTIVES[o].contrastive or OBJECTIVES[o].fusion for o in self.objectives)
         feats: dict[str, Any] = {}
         if not needs_encoders:
             return feats
@@ -170,21 +188,19 @@ class VelvetPretrainer(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Vision SSL, text MLM, ITM and vision-conditioned MLM terms (those enabled)."""
         out: dict[str, torch.Tensor] = {}
-        if "vis_ssl" in self.objectives:
-            out.update(self.vision_ssl(batch["image"], generator))
-        if "txt_mlm" in self.objectives:
-            out.update(self.text_mlm(batch, generator))
-        if "itm" in self.objectives:
-            out.update(self.image_text_matching(batch, feats, generator))
-        if "mm_mlm" in self.objectives:
-            out.update(self.multimodal_mlm(batch, feats, generator))
+        for name in self.objectives:
+            method = OBJECTIVES[name].method
+            if method is not None:
+                out.update(getattr(self, method)(batch, feats, generator))
         return out
 
-    def vision_ssl(self, image: torch.Tensor, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    def vision_ssl(
+        self, batch: Mapping[str, Any], feats: Mapping[str, Any], generator: torch.Generator | None
+    ) -> dict[str, torch.Tensor]:
         """Rotation, NT-Xent and cut-out reconstruction on two views of a random local crop (method 4.1)."""
         from velvet.models.vision.ssl_views import make_ssl_views
 
-        heads = self.model.heads
+        heads, image = self.heads, batch["image"]
         with torch.no_grad():
             local = random_local_view(image, generator, scale=self.local_view_scale)
             views = make_ssl_views(local, generator)
@@ -209,17 +225,19 @@ class VelvetPretrainer(nn.Module):
             vocab_size=self.model.text.cfg.vocab_size,
             probability=self.mlm_probability,
             generator=generator,
-            random_token_ids=self.random_token_ids.cpu(),
+            random_token_ids=self.random_token_ids,
         )
-        return {**batch, "input_ids": ids.to(batch["input_ids"].device)}, labels.to(batch["input_ids"].device)
+        return {**batch, "input_ids": ids}, labels
 
     def _mlm_loss(self, head: str, hidden: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         positions = labels != IGNORE_INDEX
         # scoring only the P masked positions saves a (B, L, V) tensor over a 30k vocabulary
-        logits = self.model.heads[head](hidden, positions)  # (P, V)
+        logits = self.heads[head](hidden, positions)  # (P, V)
         return self.losses[head](logits[None], labels[positions][None])  # as one (1, P) row
 
-    def text_mlm(self, batch: Mapping[str, Any], generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    def text_mlm(
+        self, batch: Mapping[str, Any], feats: Mapping[str, Any], generator: torch.Generator | None
+    ) -> dict[str, torch.Tensor]:
         """Masked language modelling on the text-only layers (method 4.2)."""
         masked, labels = self._masked(batch, generator)
         states = self.model.text.forward_text(*(masked[k] for k in TEXT_INPUTS), output_all=True)
@@ -254,12 +272,12 @@ class VelvetPretrainer(nn.Module):
             sim_i2t = scale * feats["image_embedding"] @ txt_all.T  # (B, B_global)
             sim_t2i = scale * feats["text_embedding"] @ img_all.T
             offset = rank_offset(b) if self.gather else 0
+            # drawn where the similarities are (the generator lives on the batch's device): no host sync
             neg_text, neg_image = sample_hard_negatives(
-                sim_i2t.float().cpu(), local_offset=offset, sim_t2i=sim_t2i.float().cpu(), generator=generator
+                sim_i2t.float(), local_offset=offset, sim_t2i=sim_t2i.float(), generator=generator
             )
         gathered = self._gather_text(text, hidden) if self.gather else {**{k: text[k] for k in _TEXT_PAD}, "hidden": hidden}
         visual_all = all_gather_with_grad(visual) if self.gather else visual
-        neg_text, neg_image = neg_text.to(visual.device), neg_image.to(visual.device)
         # positives, (image, hard-negative report), (hard-negative image, report); reports from other
         # ranks may be longer, so every text is padded to the gathered length
         length = gathered["hidden"].shape[1]
@@ -270,7 +288,7 @@ class VelvetPretrainer(nn.Module):
         }
         visual_3 = torch.cat([visual, visual, visual_all[neg_image]])
         fused = model.fuse(masks_3, hidden_3, visual_3)  # (3B, L, E_t)
-        logits = model.heads["itm"](fused[:, 0])  # [CLS]
+        logits = self.heads["itm"](fused[:, 0])  # [CLS]
         return self.losses["itm"](logits, itm_labels(b, 2 * b).to(logits.device))
 
     def _gather_text(self, text: Mapping[str, Any], hidden: torch.Tensor) -> dict[str, torch.Tensor]:

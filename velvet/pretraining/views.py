@@ -24,7 +24,8 @@ def random_local_view(
 
     Args:
         image: ``(B, C, H, W, D)`` volumes.
-        generator: random source (CPU generator; None = global RNG).
+        generator: random source (None = the global RNG of ``image``'s device); the draws are made
+            on the generator's device and the crop on ``image``'s.
         scale: range of the crop edge as a fraction of each axis, drawn per sample and axis.
 
     Returns:
@@ -33,9 +34,10 @@ def random_local_view(
     if not 0 < scale[0] <= scale[1] <= 1:
         raise ValueError(f"scale must satisfy 0 < low <= high <= 1, got {scale}")
     b = image.shape[0]
-    size = scale[0] + (scale[1] - scale[0]) * torch.rand(b, 3, generator=generator)  # (B, 3) edge fractions
-    centre = (torch.rand(b, 3, generator=generator) * 2 - 1) * (1 - size)  # keep the box inside [-1, 1]
-    theta = torch.zeros(b, 3, 4)
+    device = generator.device if generator is not None else image.device
+    size = scale[0] + (scale[1] - scale[0]) * torch.rand(b, 3, generator=generator, device=device)  # (B, 3) edge fractions
+    centre = (torch.rand(b, 3, generator=generator, device=device) * 2 - 1) * (1 - size)  # keep the box inside [-1, 1]
+    theta = torch.zeros(b, 3, 4, device=device)
     # affine_grid's output coordinates are ordered (x, y, z) = (D, W, H) for a (B, C, H, W, D) input
     theta[:, 0, 0], theta[:, 1, 1], theta[:, 2, 2] = size[:, 2], size[:, 1], size[:, 0]
     theta[:, :, 3] = centre.flip(1)

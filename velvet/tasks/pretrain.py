@@ -13,30 +13,39 @@ drawn from generators seeded by ``(seed, global_step, rank)``, and the training 
 from __future__ import annotations
 
 import logging
-import math
+import warnings
 from typing import Any, Literal
 
-import lightning.pytorch as pl
 import torch
+from torch import nn
 
 from velvet.metrics.retrieval import retrieval_metrics
 from velvet.models.config import VelvetConfig, get_model_config
-from velvet.pretraining.objectives import LOSS_TERMS
+from velvet.pretraining.registry import OBJECTIVES, check_objectives, levels_for
+from velvet.tasks.base import VelvetTask
 
 __all__ = ["PretrainTask"]
 
 logger = logging.getLogger(__name__)
 
 
-class PretrainTask(pl.LightningModule):
+class PretrainTask(VelvetTask):
     """VELVET-Med pretraining.
 
     Args:
         model: a registered architecture (``velvet-btsv``, ``velvet-tiny`` ...; see
-            ``velvet.models.config.list_models``) or a dict ``{"preset": name, **overrides}``
-            (e.g. ``{"preset": "velvet-btsv", "objectives": ["itc_report"]}``).
-        loss_weights: objective -> weight (``itc_report``, ``itc_sentence``, ``itc_word``, ``vis_ssl``,
-            ``txt_mlm``, ``itm``, ``mm_mlm``); missing ones weigh 1.
+            :func:`velvet.list_models`) or a dict ``{"preset": name, **overrides}``
+            (e.g. ``{"preset": "velvet-btsv", "text": {"preset": "bt"}}``). Its projection levels are
+            those the objectives use; the token facts and the input size come from the DataModule
+            (:meth:`~velvet.models.config.VelvetConfig.for_data`), so the recipe states them once.
+        objectives: the pretraining objectives (:data:`velvet.pretraining.registry.OBJECTIVES`;
+            default: all seven of the full method).
+        loss_weights: objective -> weight; missing ones weigh 1.
+        init_from: start from existing weights (:func:`velvet.models.initialize.initialize_from`): a
+            source for the whole model (a pretrained directory, a registry name, a ``.ckpt``), or
+            ``{"vision": source, "text": source}`` for single encoders. A text source may be a
+            Hugging Face BERT / CXR-BERT folder; ``"tokenizer"`` means the folder the DataModule's
+            tokenizer was loaded from (so the path is written once, in the data section).
         lr: peak learning rate of AdamW.
         weight_decay: decoupled weight decay (not on 1-D parameters, position tables, temperature).
         betas: AdamW betas ((0.9, 0.98) in the reference).
@@ -51,19 +60,22 @@ class PretrainTask(pl.LightningModule):
         local_agg: ``sum`` or ``mean`` word aggregation in the local losses.
         local_chunk_size: bound the local losses' memory by chunking images (None: no chunks).
         ssl_temperature: vision-SSL NT-Xent temperature.
+        ssl_embed_dim: width of the vision-SSL contrastive projection (512).
         mlm_probability: MLM selection rate.
         retrieval_ks: recall@k cut-offs reported at validation/test.
         bn_recalibration_batches: with batch-standardised projections (``projection_norm: batch``),
             re-estimate their statistics on this many training batches with the current weights
             before each validation during fit (:mod:`velvet.pretraining.precise_bn`); 0 disables.
-        seed: base seed of the per-step generators.
+        seed: base seed of the initial weights and the per-step generators.
     """
 
     def __init__(
         self,
         model: str | dict[str, Any] = "velvet-btsv",
         *,
+        objectives: list[str] | None = None,
         loss_weights: dict[str, float] | None = None,
+        init_from: str | dict[str, str] | None = None,
         lr: float = 2e-5,
         weight_decay: float = 0.02,
         betas: tuple[float, float] = (0.9, 0.98),
@@ -77,6 +89,7 @@ class PretrainTask(pl.LightningModule):
         local_agg: Literal["sum", "mean"] = "sum",
         local_chunk_size: int | None = None,
         ssl_temperature: float = 0.5,
+        ssl_embed_dim: int = 512,
         mlm_probability: float = 0.15,
         retrieval_ks: tuple[int, ...] = (1, 5, 10),
         bn_recalibration_batches: int = 16,
@@ -84,13 +97,31 @@ class PretrainTask(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model_config = (
-            get_model_config(model) if isinstance(model, str) else VelvetConfig.from_dict(model)
-        )
-        unknown = sorted(set(loss_weights or {}) - set(LOSS_TERMS))
+        if isinstance(model, dict) and ("objectives" in model or "ssl_embed_dim" in model):
+            # velvet 0.1 recipes and checkpoints listed the objectives inside the architecture
+            from velvet.models.config import upgrade_v1_architecture
+
+            model, legacy = upgrade_v1_architecture(model)
+            model.pop("levels", None)
+            model.pop("visual_adapter", None)
+            if objectives is None:
+                objectives = list(legacy)
+            warnings.warn(
+                "model: {objectives: ...} is deprecated; write PretrainTask(objectives=[...]) instead",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        self.objectives = check_objectives(objectives if objectives is not None else tuple(OBJECTIVES))
+        base = get_model_config(model) if isinstance(model, str) else VelvetConfig.from_dict(model)
+        # the model carries exactly the projections the objectives train; fusion as its text config says
+        self.model_config = base.replace(levels=levels_for(self.objectives), visual_adapter=None)
+        unknown = sorted(set(loss_weights or {}) - set(OBJECTIVES))
         if unknown:
-            raise ValueError(f"unknown objective(s) in loss_weights: {unknown}; known: {list(LOSS_TERMS)}")
-        self.loss_weights = {o: float((loss_weights or {}).get(o, 1.0)) for o in self.model_config.objectives}
+            raise ValueError(f"unknown objective(s) in loss_weights: {unknown}; known: {list(OBJECTIVES)}")
+        unused = sorted(set(loss_weights or {}) - set(self.objectives))
+        if unused:
+            raise ValueError(f"loss_weights names objective(s) {unused} that are not trained (objectives: {list(self.objectives)})")
+        self.loss_weights = {o: float((loss_weights or {}).get(o, 1.0)) for o in self.objectives}
         if negative_cache_micro_batch is not None and negative_cache_micro_batch < 1:
             raise ValueError("negative_cache_micro_batch must be a positive batch size or None")
         self.automatic_optimization = negative_cache_micro_batch is None
@@ -101,7 +132,7 @@ class PretrainTask(pl.LightningModule):
     # ------------------------------------------------------------------ building
 
     def configure_model(self) -> None:
-        """Build the model against the DataModule's tokenizer (Lightning calls this after setup)."""
+        """Build the model against the DataModule's tokenizer and contract (Lightning calls this after setup)."""
         if self.pretrainer is not None:
             return
         if self._trainer is None:  # load_from_checkpoint: on_load_checkpoint builds from the checkpoint
@@ -110,7 +141,26 @@ class PretrainTask(pl.LightningModule):
         if datamodule is None or getattr(datamodule, "tokenizer", None) is None:
             raise RuntimeError("PretrainTask needs a DataModule with a tokenizer (VelvetDataModule)")
         tokenizer = datamodule.tokenizer
-        self._build(self.model_config.for_tokenizer(tokenizer), _tokenizer_meta(tokenizer))
+        contract = getattr(datamodule, "contract", None)
+        size = getattr(contract, "spatial_size", None)
+        config = self.model_config.for_data(tokenizer=tokenizer, input_size=size)
+        self._build(config, _tokenizer_meta(tokenizer))
+        if self.hparams.init_from is not None:
+            self._initialize(self.hparams.init_from, tokenizer, getattr(datamodule, "tokenizer_path", None))
+
+    def _initialize(self, init_from: str | dict[str, str], tokenizer: Any, tokenizer_path: Any) -> None:
+        from velvet.models.initialize import INIT_PARTS, initialize_from
+
+        sources = {"model": init_from} if isinstance(init_from, str) else dict(init_from)
+        unknown = sorted(set(sources) - set(INIT_PARTS))
+        if unknown:
+            raise ValueError(f"init_from keys must be among {INIT_PARTS}, got {unknown}")
+        for part, source in sources.items():
+            if source == "tokenizer":
+                if not tokenizer_path:
+                    raise ValueError("init_from 'tokenizer' needs the DataModule's tokenizer to come from a folder (data tokenizer: PATH)")
+                source = tokenizer_path
+            logger.info("init_from: %s", initialize_from(self.model, source, part=part, tokenizer=tokenizer))
 
     def _build(self, config: VelvetConfig, tokenizer_meta: dict[str, Any]) -> None:
         from velvet.models.velvet import VelvetModel
@@ -121,27 +171,37 @@ class PretrainTask(pl.LightningModule):
         with torch.random.fork_rng(devices=[]):  # initial weights depend on the seed alone
             torch.manual_seed(hp.seed)
             model = VelvetModel(config)
-        if hp.grad_checkpointing:
-            model.set_grad_checkpointing(True)
-        self.pretrainer = VelvetPretrainer(
-            model,
-            tokenizer_info=tokenizer_meta,
-            label_smoothing=hp.label_smoothing,
-            local_temperatures=tuple(hp.local_temperatures),
-            local_agg=hp.local_agg,
-            local_chunk_size=hp.local_chunk_size,
-            ssl_temperature=hp.ssl_temperature,
-            mlm_probability=hp.mlm_probability,
-        )
+            if hp.grad_checkpointing:
+                model.set_grad_checkpointing(True)
+            self.pretrainer = VelvetPretrainer(
+                model,
+                objectives=self.objectives,
+                tokenizer_info=tokenizer_meta,
+                label_smoothing=hp.label_smoothing,
+                local_temperatures=tuple(hp.local_temperatures),
+                local_agg=hp.local_agg,
+                local_chunk_size=hp.local_chunk_size,
+                ssl_temperature=hp.ssl_temperature,
+                ssl_embed_dim=hp.ssl_embed_dim,
+                mlm_probability=hp.mlm_probability,
+            )
 
     @property
     def model(self) -> Any:
         """The :class:`~velvet.models.velvet.VelvetModel` (after :meth:`configure_model`)."""
         return self.pretrainer.model
 
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        return {"model": self.model, "heads": self.pretrainer.heads}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # enough to rebuild the model without the DataModule (load_from_checkpoint, export)
-        checkpoint["velvet"] = {"model_config": self.model_config.to_dict(), "tokenizer": self.tokenizer_meta}
+        checkpoint["velvet"] = {
+            "format_version": 2,
+            "model_config": self.model_config.to_dict(),
+            "objectives": list(self.objectives),
+            "tokenizer": self.tokenizer_meta,
+        }
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "contract"):
             checkpoint["velvet"]["preprocess"] = datamodule.contract.to_dict()
@@ -151,40 +211,30 @@ class PretrainTask(pl.LightningModule):
                 checkpoint["velvet"]["tokenizer_files"] = _tokenizer_files(tokenizer)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from velvet.models.legacy import upgrade_checkpoint
+
+        v1 = "objectives" in checkpoint.get("velvet", {}).get("model_config", {})
+        upgrade_checkpoint(checkpoint)  # v1: objective heads move from the model to the pretrainer
+        if v1 and self._trainer is not None and checkpoint.get("optimizer_states"):
+            raise ValueError(
+                "this checkpoint was written by velvet 0.1 (format v1): its weights load (export, init_from), "
+                "but its optimiser state does not fit the current parameter order; start a new run with "
+                "init_from: <the checkpoint> instead of resuming it"
+            )
         if self.pretrainer is None and "velvet" in checkpoint:
             meta = checkpoint["velvet"]
             self._build(VelvetConfig.from_dict(meta["model_config"]), meta["tokenizer"])
 
-    # ------------------------------------------------------------------ randomness
-
-    def _step_seed(self, step: int, stage: int = 0) -> int:
-        return (self.hparams.seed * 1_000_003 + step * 7_919 + stage * 104_729 + self.global_rank) % (2**63 - 1)
+    # ------------------------------------------------------------------ steps
 
     def _generator(self, step: int, stage: int = 0) -> torch.Generator:
-        return torch.Generator().manual_seed(self._step_seed(step, stage))
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        # dropout draws from the global RNG: make it a function of the step, like everything else
-        torch.manual_seed(self._step_seed(self.global_step, stage=1))
-
-    # ------------------------------------------------------------------ steps
+        return self.step_generator(step, stage)
 
     def _weighted(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
         total = sum(
-            self.loss_weights[o] * out[name] for o, names in LOSS_TERMS.items() if o in self.loss_weights
-            for name in names if name in out
+            self.loss_weights[o] * out[name] for o in self.objectives for name in OBJECTIVES[o].terms if name in out
         )
         return total  # type: ignore[return-value]
-
-    def _log_terms(self, stage: str, out: dict[str, torch.Tensor], loss: torch.Tensor, batch_size: int) -> None:
-        terms = {f"{stage}/{k}": v.detach() for k, v in out.items() if k.endswith("_loss")}
-        terms[f"{stage}/loss"] = loss.detach()
-        if "logit_scale" in out:
-            terms[f"{stage}/temperature"] = 1.0 / out["logit_scale"]
-        on_step = stage == "train"
-        self.log_dict(terms, on_step=on_step, on_epoch=not on_step, batch_size=batch_size, sync_dist=not on_step)
-        self.log(f"{stage}_loss", loss.detach(), prog_bar=True, on_step=on_step, on_epoch=not on_step,
-                 batch_size=batch_size, sync_dist=not on_step, logger=False)
 
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every sample of the batch was skipped by the data error policy
@@ -192,43 +242,55 @@ class PretrainTask(pl.LightningModule):
         size = batch["image"].shape[0]
         if not self.automatic_optimization:
             return self._manual_step(batch, size)
-        out = self.pretrainer(batch, self._generator(self.global_step))
+        out = self.pretrainer(batch, self.step_generator(self.global_step))
         loss = self._weighted(out)
-        self._log_terms("train", out, loss, size)
+        self.log_terms("train", out, loss, size)
         return loss
 
     def _manual_step(self, batch: dict[str, Any], size: int) -> None:
-        from velvet.pretraining.negative_cache import cached_negatives_step
+        from torch.nn.parallel import DistributedDataParallel
+
+        from velvet.pretraining.negative_cache import average_gradients, cached_negatives_step
 
         opt = self.optimizers()
         opt.zero_grad()
         step = self.global_step
+        sync: dict[str, Any] = {}
+        wrapper = self.trainer.strategy.model
+        if isinstance(wrapper, DistributedDataParallel):
+            # Lightning prepares DDP's reducer on every manual_backward, and the first of this step's
+            # backward calls reaches only the temperature ("parameters that were not used"): run them
+            # all without DDP's sync, then average the summed gradients over the ranks once
+            sync = {
+                "no_sync": wrapper.no_sync,
+                "sync_gradients": lambda: average_gradients(self.parameters(), group=wrapper.process_group),
+            }
         out = cached_negatives_step(
             self.pretrainer,
             batch,
             self.hparams.negative_cache_micro_batch,
             weights=self.loss_weights,
             backward=self.manual_backward,
-            generator_factory=lambda i: self._generator(step, stage=10 + i),
+            generator_factory=lambda i: self.step_generator(step, stage=10 + i),
+            **sync,
         )
         if self.hparams.gradient_clip_val:
             self.clip_gradients(opt, gradient_clip_val=self.hparams.gradient_clip_val, gradient_clip_algorithm="norm")
         opt.step()
         self.lr_schedulers().step()
-        self._log_terms("train", out, out["loss"], size)
-
-    def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None) -> None:
-        value = gradient_clip_val if gradient_clip_val is not None else self.hparams.gradient_clip_val
-        if value:
-            self.clip_gradients(optimizer, gradient_clip_val=value, gradient_clip_algorithm=gradient_clip_algorithm or "norm")
+        self.log_terms("train", out, out["loss"], size)
 
     def _eval_step(self, batch: dict[str, Any] | None, batch_idx: int, stage: str) -> None:
         if batch is None:
             return
         out = self.pretrainer(batch, self._generator(batch_idx, stage=2))
-        self._log_terms(stage, out, self._weighted(out), batch["image"].shape[0])
+        self.log_terms(stage, out, self._weighted(out), batch["image"].shape[0])
         if "image_embedding" in out:
-            self._val_embeddings.append((out["image_embedding"].float(), out["text_embedding"].float()))
+            # the dataset index travels with the embeddings: under DDP it identifies the repeats the
+            # distributed sampler pads the split with (None: a batch from a loader without indices)
+            self._val_embeddings.append(
+                (out["image_embedding"].float(), out["text_embedding"].float(), batch.get("index"))
+            )
 
     def on_validation_epoch_start(self) -> None:
         from lightning.pytorch.trainer.states import TrainerFn
@@ -259,10 +321,21 @@ class PretrainTask(pl.LightningModule):
             return
         image = torch.cat([e[0] for e in self._val_embeddings])
         text = torch.cat([e[1] for e in self._val_embeddings])
+        indices = [e[2] for e in self._val_embeddings]
+        index = torch.cat(indices).to(image.device) if all(i is not None for i in indices) else None
         self._val_embeddings.clear()
         if self.trainer.world_size > 1:  # the gallery is the whole split, not one rank's shard
+            from velvet.metrics.retrieval import deduplicate_by_index
+
             image = self.all_gather(image).flatten(0, 1)
             text = self.all_gather(text).flatten(0, 1)
+            if index is not None:
+                # DistributedSampler repeats samples so every rank gets as many: count each case once
+                # (5 cases on 2 ranks would otherwise give a gallery of 6 with a duplicated pair)
+                index = self.all_gather(index).flatten(0, 1)
+                image, text = deduplicate_by_index(index, image, text)
+            else:
+                logger.warning("%s batches carry no 'index': the gallery may count padded repeats", stage)
         metrics = retrieval_metrics(image @ text.T, ks=tuple(self.hparams.retrieval_ks), prefix=f"{stage}/")
         self.log_dict(metrics, sync_dist=False, rank_zero_only=False)
 
@@ -271,30 +344,6 @@ class PretrainTask(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._retrieval_epoch_end("test")
-
-    # ------------------------------------------------------------------ optimisation
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        no_decay = self.model.no_weight_decay()
-        decay, plain = [], []
-        for name, p in self.model.named_parameters():
-            if p.requires_grad:
-                (plain if name in no_decay else decay).append(p)
-        groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": plain, "weight_decay": 0.0}]
-        optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas))
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = int(hp.warmup_steps * total) if isinstance(hp.warmup_steps, float) and hp.warmup_steps < 1 else int(hp.warmup_steps)
-        floor = hp.min_lr / hp.lr
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 def _tokenizer_files(tokenizer: Any) -> dict[str, str]:

@@ -97,10 +97,11 @@ def _shifted_window_mask(
     # A 2-window axis per shifted axis holds every distinct pattern: MONAI labels regions from the end
     # of the padded axis, so windows before the last one lie in one region (mask 0) along that axis.
     small_grid = [2 if s else 1 for s in shift]
+    # built on the host (once per grid, cached) and moved: no device sync inside a forward pass
     small = compute_mask(
-        [g * w for g, w in zip(small_grid, window, strict=True)], window, shift, torch.device(device)
+        [g * w for g, w in zip(small_grid, window, strict=True)], window, shift, torch.device("cpu")
     )
-    axes = [torch.arange(g, device=device) for g in grid]
+    axes = [torch.arange(g) for g in grid]
     last = [
         (a == g - 1).long() if s else torch.zeros_like(a) for a, g, s in zip(axes, grid, shift, strict=True)
     ]
@@ -110,7 +111,8 @@ def _shifted_window_mask(
     groups = []
     for sid in torch.unique(small_id).tolist():
         mask = small[sid]
-        groups.append((torch.nonzero(small_id == sid).squeeze(1), mask if bool(mask.any()) else None))
+        idx = torch.nonzero(small_id == sid).squeeze(1).to(device)
+        groups.append((idx, mask.to(device) if bool(mask.any()) else None))
     return ShiftedWindowMask(num_windows=math.prod(grid), groups=tuple(groups))
 
 
