@@ -68,6 +68,8 @@ class VolumeTextBatch(TextBatch, total=False):
         labels: ``(B, K)`` float32 0/1 finding labels (NaN where unknown), when the manifest has them.
         label_map: ``(B, 1, H, W, D)`` int64 segmentation labels, when requested.
         ids: list of B case ids (strings).
+        index: ``(B,)`` int64 position of each sample's record in its dataset (unique within a split;
+            used to drop the repeats a distributed sampler pads the split with).
         reports: list of B cleaned report strings.
     """
 
@@ -76,4 +78,5 @@ class VolumeTextBatch(TextBatch, total=False):
     labels: torch.Tensor
     label_map: torch.Tensor
     ids: list[str]
+    index: torch.Tensor
     reports: list[str]

@@ -77,3 +77,11 @@ def test_collator_tokenises_the_batch(records):
 def test_bad_policy():
     with pytest.raises(ValueError, match="on_error"):
         VolumeReportDataset([], UncachedVolumes(CONTRACT), on_error="ignore")
+
+
+def test_samples_and_batches_carry_their_dataset_index(records):
+    ds = VolumeReportDataset(records, UncachedVolumes(CONTRACT), on_error="skip")
+    assert ds[3]["index"] == 3 and ds[-1]["index"] == 3  # the position, whatever the key's sign
+    batch = VolumeReportCollator()([ds[i] for i in (3, 1, 0)])  # 1 is skipped: its index goes too
+    assert batch["index"].dtype == torch.int64 and batch["index"].tolist() == [3, 0]
+    assert batch["ids"] == ["d", "a"]

@@ -44,6 +44,8 @@ class VolumeReportCollator:
             "reports": [s["report"] for s in kept],
             "num_skipped": skipped,
         }
+        if all("index" in s for s in kept):  # hand-built samples may lack it
+            batch["index"] = torch.tensor([int(s["index"]) for s in kept], dtype=torch.int64)
         if kept[0]["labels"].numel():
             batch["labels"] = torch.stack([s["labels"] for s in kept])
         for key in ("label_map", "image_local"):

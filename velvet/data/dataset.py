@@ -28,7 +28,7 @@ class VolumeSource(Protocol):
 
 
 class VolumeReportDataset(Dataset):
-    """Samples of a manifest split, each ``{"image", "report", "id", "labels"[, "label_map"]}``.
+    """Samples of a manifest split, each ``{"image", "report", "id", "index", "labels"[, "label_map"]}``.
 
     Args:
         records: the manifest rows of one split.
@@ -41,8 +41,9 @@ class VolumeReportDataset(Dataset):
         transform: optional random augmentation applied to each sample dict after loading.
 
     Sample:
-        ``image``: ``(1, H, W, D)`` float32 in [0, 1]; ``report``: str; ``id``: str; ``labels``: ``(K,)``;
-        ``label_map``: ``(1, H, W, D)`` int64 when the volume source provides it.
+        ``image``: ``(1, H, W, D)`` float32 in [0, 1]; ``report``: str; ``id``: str; ``index``: int, the
+        position of the record in ``records``; ``labels``: ``(K,)``; ``label_map``: ``(1, H, W, D)``
+        int64 when the volume source provides it.
     """
 
     def __init__(
@@ -70,12 +71,16 @@ class VolumeReportDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         record = self.records[index]
         try:
-            return self._load(record)
+            sample = self._load(record)
         except DataError as exc:
             if self.on_error == "raise":
                 raise
             logger.warning("skipping case %s: %s", record.id, exc)
             return None
+        # set after the transform so it cannot be lost; DDP validation drops the sampler's padded
+        # repeats by this index (velvet.metrics.retrieval.deduplicate_by_index)
+        sample["index"] = range(len(self.records))[index]  # a negative index names its position
+        return sample
 
     def _load(self, record: ManifestRecord) -> dict[str, Any]:
         from velvet.data.reports import clean_report

@@ -127,7 +127,7 @@ class PretrainTask(VelvetTask):
         self.automatic_optimization = negative_cache_micro_batch is None
         self.pretrainer: Any = None  # built in configure_model, once the tokenizer is known
         self.tokenizer_meta: dict[str, Any] | None = None
-        self._val_embeddings: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._val_embeddings: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
 
     # ------------------------------------------------------------------ building
 
