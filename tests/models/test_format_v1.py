@@ -52,7 +52,7 @@ def test_the_fixture_is_format_v1_with_objective_heads():
     from safetensors import safe_open
 
     with safe_open(str(V1 / "model.safetensors"), "pt") as f:
-        heads = {k.split(".")[1] for k in f.keys() if k.startswith("heads.")}
+        heads = {k.split(".")[1] for k in f.keys() if k.startswith("heads.")}  # noqa: SIM118 (not a dict)
     assert set(V1_OBJECTIVE_HEADS) <= heads  # the file really holds what v2 must drop
 
 

@@ -159,3 +159,9 @@ def test_model_levels_follow_the_objectives():
     assert task.model_config.levels == ("report", "word")
     with pytest.raises(ValueError, match="not trained"):
         PretrainTask(model="velvet-tiny", objectives=["itc_report"], loss_weights={"txt_mlm": 2.0})
+
+
+def test_negative_cache_with_batch_norm_projections_is_refused_at_construction():
+    with pytest.raises(ValueError, match="projection_norm: 'batch'"):
+        PretrainTask(model={"preset": "velvet-tiny", "projection_norm": "batch"}, objectives=["itc_report"],
+                     negative_cache_micro_batch=2)

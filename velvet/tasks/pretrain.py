@@ -124,6 +124,13 @@ class PretrainTask(VelvetTask):
         self.loss_weights = {o: float((loss_weights or {}).get(o, 1.0)) for o in self.objectives}
         if negative_cache_micro_batch is not None and negative_cache_micro_batch < 1:
             raise ValueError("negative_cache_micro_batch must be a positive batch size or None")
+        if negative_cache_micro_batch is not None and self.model_config.projection_norm == "batch":
+            # refused up front, before any data work (the step itself refuses it too)
+            raise ValueError(
+                "negative_cache_micro_batch cannot be exact with projection_norm: 'batch' (batch-norm "
+                "statistics would come from each micro-batch, not the whole batch): use projection_norm: "
+                "'none', or a smaller batch without the cache"
+            )
         self.automatic_optimization = negative_cache_micro_batch is None
         self.pretrainer: Any = None  # built in configure_model, once the tokenizer is known
         self.tokenizer_meta: dict[str, Any] | None = None
