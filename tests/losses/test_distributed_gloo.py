@@ -9,15 +9,13 @@ single-process parameter gradient.
 
 from __future__ import annotations
 
-import socket
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from tests.gloo import free_port, run_workers
 from velvet.losses.contrastive import ClipLoss
 from velvet.losses.local_alignment import LocalAlignmentLoss
 from velvet.losses.ntxent import NTXentLoss
@@ -102,22 +100,9 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_two_process_gloo_matches_single_process(tmp_path: Path) -> None:
-    context = mp.start_processes(
-        _worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + 120
-    while not context.join(timeout=2):  # raises if a worker failed
-        if time.monotonic() > deadline:
-            for p in context.processes:
-                p.kill()
-            pytest.fail("gloo workers did not finish within 120 s")
+    run_workers(_worker, (free_port(), str(tmp_path)), nprocs=WORLD, timeout=120, start_method="spawn")
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
 
     full = full_inputs()

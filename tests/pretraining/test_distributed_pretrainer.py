@@ -8,15 +8,13 @@ equal the single-process loss and gradients on the concatenated batch.
 
 from __future__ import annotations
 
-import socket
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from tests.gloo import free_port, run_workers
 from tests.pretraining.helpers import make_batch, make_pretrainer
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
@@ -57,26 +55,13 @@ def _worker(rank: int, port: int, tokenizer_dir: str, reports: list[str], out_di
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_gathered_pretrainer_matches_single_process(tokenizer, reports, tmp_path):
     tok_dir = tmp_path / "tok"
     tokenizer.save_pretrained(tok_dir)
     # reports of different lengths on the two ranks: the gathers must pad and mask
     chosen = [reports[i] for i in (0, 1, 2, 3, 4, 5)]
-    context = mp.start_processes(
-        _worker, args=(_free_port(), str(tok_dir), chosen, str(tmp_path)), nprocs=WORLD, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + 240
-    while not context.join(timeout=2):
-        if time.monotonic() > deadline:
-            for p in context.processes:
-                p.kill()
-            pytest.fail("gloo workers did not finish in time")
+    run_workers(_worker, (free_port(), str(tok_dir), chosen, str(tmp_path)), nprocs=WORLD, timeout=240, start_method="spawn")
     ranks = [torch.load(tmp_path / f"r{r}.pt") for r in range(WORLD)]
 
     _, pre = _setup(str(tok_dir), chosen)

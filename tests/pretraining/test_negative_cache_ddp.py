@@ -9,16 +9,14 @@ what a single process computes on the whole global batch.
 
 from __future__ import annotations
 
-import socket
-import time
 from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from tests.gloo import free_port, run_workers
 from velvet.data.datamodule import VelvetDataModule
 from velvet.tasks.pretrain import PretrainTask
 
@@ -133,11 +131,6 @@ def test_lightning_ddp_negative_cache_equals_one_process(tmp_path):
 # ---------------------------------------------------------------------- average_gradients alone
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _average_worker(rank: int, port: int, out_dir: str) -> None:
     from velvet.pretraining.negative_cache import average_gradients
@@ -173,15 +166,7 @@ def _average_worker(rank: int, port: int, out_dir: str) -> None:
 
 
 def test_average_gradients_is_ddps_mean_in_one_call(tmp_path):
-    context = mp.start_processes(
-        _average_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + 120
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for p in context.processes:
-                p.kill()
-            pytest.fail("gloo workers did not finish in time")
+    run_workers(_average_worker, (free_port(), str(tmp_path)), nprocs=WORLD, timeout=120, start_method="spawn")
     for rank in range(WORLD):
         out = torch.load(tmp_path / f"avg{rank}.pt")
         g = out["grads"]

@@ -15,8 +15,6 @@ similarities and its draw frequencies against the naive softmax.
 from __future__ import annotations
 
 import math
-import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from tests.gloo import free_port, run_workers
 from tests.pretraining.wiring import naive
 
 pytestmark = pytest.mark.distributed
@@ -112,11 +111,6 @@ def _worker(rank: int, port: int, pre, batches: list[dict], out_dir: str) -> Non
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def ranks(tokenizer, reports, tmp_path_factory):
@@ -135,19 +129,7 @@ def ranks(tokenizer, reports, tmp_path_factory):
         # fork: the workers inherit the imported modules and the model (spawn re-imports torch and
         # transformers in each worker, ~10 s each on a busy 2-core machine)
         method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-        context = mp.start_processes(
-            _worker,
-            args=(_free_port(), pre, batches, str(tmp)),
-            nprocs=WORLD,
-            join=False,
-            start_method=method,
-        )
-        deadline = time.monotonic() + 240
-        while not context.join(timeout=0.5):
-            if time.monotonic() > deadline:
-                for p in context.processes:
-                    p.kill()
-                pytest.fail("gloo workers did not finish in time")
+        run_workers(_worker, (free_port(), pre, batches, str(tmp)), nprocs=WORLD, timeout=240, start_method=method)
         out = [torch.load(tmp / f"r{r}.pt") for r in range(WORLD)]
         # the naive ITM loss of the pairs each rank drew, each pair fused on its own
         model = pre.model
