@@ -14,7 +14,14 @@ import SimpleITK as sitk
 
 from velvet.data.atomic import save_nifti
 from velvet.data.errors import VolumeReadError, VolumeShapeError, VolumeValueError
-from velvet.data.io import NonUniformSpacingWarning, Volume, read_volume
+from velvet.data.io import (
+    DamagedSliceWarning,
+    MissingSliceWarning,
+    NonUniformSpacingWarning,
+    Volume,
+    VolumeTooLargeError,
+    read_volume,
+)
 
 TINY_UID = "1.3.6.1.4.1.5962.1.1.0.0.0.1196530851.28319.0.2"
 
@@ -336,3 +343,243 @@ def test_no_warning_for_good_files(tmp_path: Path, ct_array: np.ndarray) -> None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         read_volume(path)
+
+
+# ------------------------------------------------------------------------ headers that lie about size
+
+
+def _nifti_header(shape: tuple[int, ...], dtype: type) -> bytes:
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape(shape)
+    hdr.set_data_dtype(dtype)
+    hdr["vox_offset"] = 352
+    return hdr.binaryblock + b"\0" * 4  # 348-byte header + the 4-byte extension flag
+
+
+def _peak_bytes(fn) -> int:
+    """Peak Python/numpy heap while ``fn`` runs (numpy buffers are traced by tracemalloc)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_552_byte_nifti_declaring_20000_cubed_is_refused_before_allocating(tmp_path: Path) -> None:
+    path = tmp_path / "liar.nii"
+    path.write_bytes(_nifti_header((20000, 20000, 20000), np.int16) + b"\x01" * 200)
+    assert path.stat().st_size == 552
+    caught: list[BaseException] = []
+
+    def read() -> None:
+        with pytest.raises(VolumeReadError) as info:
+            read_volume(path)
+        caught.append(info.value)
+
+    assert _peak_bytes(read) < 20 * 2**20  # not the 14.6 TiB the header asks for (was: MemoryError)
+    message = str(caught[0])
+    assert message.startswith(f"{path}: ") and "20000 x 20000 x 20000 int16" in message
+    assert "200 bytes of voxel data" in message and "truncated, or a header that lies" in message
+    assert not isinstance(caught[0], VolumeTooLargeError)  # a fact about the file: cacheable
+
+
+@pytest.mark.parametrize("name", ["liar.nii.gz", "liar.mha", "liar.nrrd"])
+def test_tiny_file_declaring_2_gb_is_refused_without_allocating(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    path = tmp_path / name
+    if name.endswith(".nii.gz"):
+        path.write_bytes(gzip.compress(_nifti_header((1290, 1290, 1290), np.uint8), mtime=0))
+    elif name.endswith(".mha"):
+        path.write_text(
+            "NDims = 3\nDimSize = 1290 1290 1290\nElementType = MET_UCHAR\nElementDataFile = LOCAL\n"
+        )
+    else:
+        path.write_bytes(
+            b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 1290 1290 1290\nencoding: gzip\n\n\x1f\x8b"
+        )
+    assert path.stat().st_size < 100
+    monkeypatch.setenv("VELVET_MAX_VOXELS", str(10**12))  # the file size alone must give it away
+
+    executed: list[str] = []
+
+    def never(self, *args, **kwargs):  # ITK allocates outside Python's heap: it must never be asked to
+        executed.append(self.GetFileName())
+        raise AssertionError("the voxels were read")
+
+    monkeypatch.setattr(sitk.ImageFileReader, "Execute", never)
+    caught: list[BaseException] = []
+
+    def read() -> None:
+        with pytest.raises(VolumeReadError) as info:
+            read_volume(path)
+        caught.append(info.value)
+
+    assert _peak_bytes(read) < 20 * 2**20  # 2 GiB declared (was: allocated, then "truncated")
+    assert executed == []
+    _assert_names_value(caught[0], path, "1290 x 1290 x 1290 uint8", "2 GiB", "a header that lies")
+
+
+def _assert_names_value(exc: BaseException, path: Path, *words: str) -> None:
+    message = str(exc)
+    assert message.startswith(f"{path}: "), message
+    for word in words:
+        assert word in message, message
+
+
+def test_external_data_file_too_small(tmp_path: Path) -> None:
+    (tmp_path / "ct.raw").write_bytes(b"\0" * 100)
+    header = tmp_path / "ct.mhd"
+    header.write_text("NDims = 3\nDimSize = 10 10 10\nElementType = MET_SHORT\nElementDataFile = ct.raw\n")
+    with pytest.raises(VolumeReadError) as info:
+        read_volume(header)
+    _assert_names(info, header, "10 x 10 x 10 int16", "the data file ct.raw holds only 100 bytes")
+
+
+def test_voxel_budget(tmp_path: Path, ct_array: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = save_nifti(ct_array, np.eye(4), tmp_path / "ct.nii.gz")
+    with pytest.raises(VolumeTooLargeError) as info:
+        read_volume(path, max_voxels=500)
+    _assert_names(info, path, "960 voxels, more than the limit of 500", "VELVET_MAX_VOXELS")
+    assert VolumeTooLargeError.transient  # depends on the settings, not the file: never cached
+    monkeypatch.setenv("VELVET_MAX_VOXELS", "959")
+    with pytest.raises(VolumeTooLargeError):
+        read_volume(path)
+    monkeypatch.setenv("VELVET_MAX_VOXELS", "960")
+    assert read_volume(path).shape == ct_array.shape
+    monkeypatch.setenv("VELVET_MAX_VOXELS", "lots")
+    with pytest.raises(ValueError, match="VELVET_MAX_VOXELS"):
+        read_volume(path)
+
+
+def test_out_of_memory_is_a_data_error_naming_the_file(
+    tmp_path: Path, ct_array: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import velvet.data.io as io_module
+
+    path = save_nifti(ct_array, np.eye(4), tmp_path / "ct.nii.gz")
+
+    def oom(*args, **kwargs):
+        raise MemoryError("Unable to allocate 7.3 GiB")
+
+    monkeypatch.setattr(io_module, "_read_nifti", oom)
+    with pytest.raises(VolumeTooLargeError) as info:  # a DataError: on_error=skip skips it
+        read_volume(path)
+    _assert_names(info, path, "ran out of memory", "7.3 GiB")
+
+
+# ------------------------------------------------------------------ DICOM series: damaged or missing slices
+
+
+def _write_series(folder: Path, n: int = 8, step: float = 2.0) -> np.ndarray:
+    """An n-slice CT series written by SimpleITK, one file per slice (IM0000.dcm ...)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    array = (np.arange(n * 20 * 24).reshape(n, 20, 24) % 500 - 200).astype(np.int16)  # (z, y, x)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.8, 0.8, step))
+    image.SetOrigin((10.0, 20.0, 30.0))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    uid = "1.2.826.0.1.3680043.2.1125.1.424242"
+    for i in range(n):
+        one = image[:, :, i]
+        for tag, value in [
+            ("0020|000e", uid),
+            ("0020|000d", uid + ".1"),
+            ("0008|0060", "CT"),
+            ("0008|0016", "1.2.840.10008.5.1.4.1.1.2"),
+            ("0008|0018", f"{uid}.{i + 1}"),
+            ("0020|0037", "1\\0\\0\\0\\1\\0"),
+            ("0020|0032", "\\".join(str(v) for v in image.TransformIndexToPhysicalPoint((0, 0, i)))),
+            ("0020|0013", str(i + 1)),
+            ("0028|1052", "0"),
+            ("0028|1053", "1"),
+        ]:
+            one.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"IM{i:04d}.dcm"))
+        writer.Execute(one)
+    return array.transpose(2, 1, 0)  # (x, y, z), as read_volume returns it
+
+
+def test_written_series_reads_whole(tmp_path: Path) -> None:
+    expected = _write_series(tmp_path / "s")
+    (tmp_path / "s" / "notes.txt").write_text("not a slice")  # other files are left alone
+    (tmp_path / "s" / "README").write_text("scanned 2024\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vol = read_volume(tmp_path / "s")
+    assert vol.shape == (24, 20, 8) and vol.spacing == pytest.approx((0.8, 0.8, 2.0))
+    np.testing.assert_array_equal(vol.array, expected)
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"), [("truncated", "truncated or corrupt"), ("empty", "empty, 0 bytes")]
+)
+def test_series_with_damaged_last_file(tmp_path: Path, damage: str, why: str) -> None:
+    folder = tmp_path / "s"
+    expected = _write_series(folder)
+    last = folder / "IM0007.dcm"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"")
+    with pytest.raises(VolumeReadError) as info:  # was: read with 7 of 8 slices, no word
+        read_volume(folder)
+    _assert_names(info, folder, "IM0007.dcm", why, "7 readable slice(s)")
+    with pytest.warns(DamagedSliceWarning, match=r"IM0007\.dcm") as record:
+        vol = read_volume(folder, damaged_slices="warn")
+    assert str(folder) in str(record[0].message)
+    assert vol.shape == (24, 20, 7) and vol.meta["warnings"] == [str(record[0].message)]
+    np.testing.assert_array_equal(vol.array, expected[:, :, :7])
+    # the preprocessing pipeline (cache, embed, training) refuses it too
+    from velvet.data.contract import PreprocessContract
+    from velvet.data.transforms import create_transforms
+
+    contract = PreprocessContract(crop_foreground=False, spatial_size=None)
+    with pytest.raises(VolumeReadError, match="IM0007.dcm"):
+        create_transforms(contract)({"image": str(folder)})
+
+
+def test_series_with_missing_middle_slice(tmp_path: Path) -> None:
+    folder = tmp_path / "s"
+    _write_series(folder)
+    (folder / "IM0003.dcm").unlink()
+    with pytest.raises(VolumeReadError) as info:
+        read_volume(folder, missing_slices="error")
+    _assert_names(
+        info,
+        folder,
+        "1 gap(s)",
+        "4 mm between IM0002.dcm",
+        "and IM0004.dcm",
+        "about 1 slice(s) missing",
+        "2 mm",
+    )
+    # the default only warns (velvet inspect describes such series), naming the slices around the gap
+    with pytest.warns(MissingSliceWarning, match=r"IM0002\.dcm.*IM0004\.dcm") as record:
+        vol = read_volume(folder)
+    assert issubclass(MissingSliceWarning, NonUniformSpacingWarning)
+    assert vol.shape == (24, 20, 7) and "non-uniform DICOM slice spacing" in str(record[0].message)
+    from velvet.data.contract import PreprocessContract
+    from velvet.data.transforms import create_transforms
+
+    with pytest.raises(VolumeReadError, match=r"gap.*IM0002\.dcm"):  # the pipeline: an error
+        create_transforms(PreprocessContract(crop_foreground=False, spatial_size=None))(
+            {"image": str(folder)}
+        )
+
+
+def test_series_slice_with_lying_pixel_header(tmp_path: Path) -> None:
+    folder = tmp_path / "s"
+    _write_series(folder)
+    with pytest.raises(VolumeTooLargeError) as info:
+        read_volume(folder, max_voxels=24 * 20 * 8 - 1)
+    _assert_names(info, folder, "24 x 20 x 8", "more than the limit")
+
+
+def test_slice_policies_are_checked(tmp_path: Path, ct_array: np.ndarray) -> None:
+    path = save_nifti(ct_array, np.eye(4), tmp_path / "ct.nii.gz")
+    with pytest.raises(ValueError, match="missing_slices"):
+        read_volume(path, missing_slices="ignore")  # type: ignore[arg-type]

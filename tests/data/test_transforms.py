@@ -95,7 +95,11 @@ def test_label_map_shape_mismatch_and_float_labels(tmp_path):
     x, aff = _phantom()
     save_nifti(x, aff, tmp_path / "ct.nii.gz")
     save_nifti(np.zeros((10, 10, 10), np.uint8), aff, tmp_path / "seg.nii.gz")
-    with pytest.raises(VolumeShapeError, match=r"seg.nii.gz: label map shape \(10, 10, 10\) does not match"):
+    with pytest.raises(
+        VolumeShapeError,
+        match=r"seg.nii.gz: label map does not lie on the grid of its image \S*ct.nii.gz: "
+        r"label map shape \(10, 10, 10\) does not match the volume's \(40, 30, 20\)",
+    ):
         create_transforms(PRESETS["segmentation"], label_map=True)(
             {"image": str(tmp_path / "ct.nii.gz"), "label_map": str(tmp_path / "seg.nii.gz")}
         )

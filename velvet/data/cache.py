@@ -7,14 +7,25 @@ tensor takes milliseconds. The cache stores the output of the deterministic pipe
 - the *content* digest (sha256) of the source file(s) (a moved or copied file keeps its key, an
   edited one gets a new key), remembered per (path, size, mtime, inode) so unchanged files are
   hashed once, not on every run;
-- the contract's fingerprint and the manifest's header overrides (spacing, rescale);
+- the file-name ending that picks the reader (:func:`velvet.data.io.reader_suffix`: a ``.png``
+  never shares an entry with its ``.nii.gz`` twin);
+- the contract's fingerprint and the manifest's per-case options (spacing, rescale,
+  label_geometry);
 - :data:`CACHE_FORMAT`, bumped whenever the reader or the pipeline changes its output.
 
 Entries are single ``.safetensors`` files written atomically (temp + rename): several DataLoader
 workers, DDP ranks on one machine and later runs can share one cache folder; concurrent writers of
 the same key write identical bytes and the last rename wins. A volume that fails with a data error
 (corrupt, NaN, wrong rank ...) gets a small ``.error.json`` entry instead, so a warm-up reports it
-once and the dataset can skip it by policy without re-reading it.
+once and the dataset can skip it by policy without re-reading it. The record stores the paths of
+the case as placeholders: whichever case hits it later (another zero-byte file, a copy) is
+reported under its *own* paths. Errors that depend on the machine rather than the file (over the
+voxel budget, out of memory: ``transient``) are not recorded.
+
+Damage is repaired, never fatal: an unreadable entry, ``.error.json`` or digest memo is logged
+with its path, removed and recomputed. Temporaries of killed writers (``.tmp-*``, possibly tens of
+MB each) are removed by :meth:`VolumeCache.warm` once older than :data:`STALE_TEMP_SECONDS`, and
+never counted by :func:`cache_stats`.
 """
 
 from __future__ import annotations
@@ -23,6 +34,8 @@ import hashlib
 import json
 import logging
 import os
+import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,22 +47,29 @@ from velvet.data import errors as _errors
 from velvet.data.contract import PreprocessContract
 from velvet.data.errors import DataError
 from velvet.data.manifest import ManifestRecord
-from velvet.utils.atomic import atomic_path, atomic_write
+from velvet.utils.atomic import TMP_PREFIX, atomic_path, atomic_write
 from velvet.utils.hashing import sha256_file, sha256_text, update_from_file
 from velvet.utils.paths import velvet_cache_root
 
 __all__ = [
     "CACHE_FORMAT",
+    "STALE_TEMP_SECONDS",
+    "CacheStats",
     "UncachedVolumes",
     "VolumeCache",
     "WarmReport",
+    "cache_stats",
+    "clean_stale_temporaries",
     "content_digest",
     "default_cache_dir",
 ]
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: label maps resampled onto the image's grid; failure records per path
+# a temporary untouched for this long belongs to a killed writer (a live one writes for seconds)
+STALE_TEMP_SECONDS = 600
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def default_cache_dir() -> Path:
@@ -93,9 +113,13 @@ def content_digest(path: str | os.PathLike[str], memo_dir: str | os.PathLike[str
     if memo_dir is not None:
         memo = Path(memo_dir) / sha256_text(signature)
         try:
-            return memo.read_text().strip()
+            remembered = memo.read_text(encoding="ascii", errors="replace").strip()
         except OSError:
-            pass
+            remembered = None
+        if remembered is not None:
+            if _DIGEST.fullmatch(remembered):
+                return remembered
+            logger.warning("damaged digest memo %s (for %s): recomputing it", memo, p)
     if p.is_dir():
         h = hashlib.sha256()
         for f in sorted(q for q in p.rglob("*") if q.is_file()):
@@ -116,12 +140,15 @@ class WarmReport:
     Attributes:
         created: entries computed now.
         cached: entries that were already there.
-        failures: ``(case id, error message)`` of volumes that failed with a data error.
+        failures: ``(case id, error message)`` of volumes that failed with a data error; the
+            message starts with the case id (``"case 'c7': /data/c7.nii.gz: empty file"``).
+        stale_removed: temporaries of killed writers removed before warming.
     """
 
     created: int = 0
     cached: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    stale_removed: int = 0
 
     @property
     def total(self) -> int:
@@ -164,11 +191,17 @@ class VolumeCache:
 
     def key(self, record: ManifestRecord) -> str:
         """The cache key of a record under this contract (hashes the source on first use)."""
+        from velvet.data.io import reader_suffix
+
+        with_label = self._with_label(record)
         payload = {
             "format": CACHE_FORMAT,
             "contract": self.contract.fingerprint(),
             "volume": self._digest(record.volume),
-            "label_map": self._digest(record.label_map) if self._with_label(record) else None,
+            "volume_reader": reader_suffix(record.volume),
+            "label_map": self._digest(record.label_map) if with_label else None,  # type: ignore[arg-type]
+            "label_reader": reader_suffix(record.label_map) if with_label else None,  # type: ignore[arg-type]
+            "label_geometry": getattr(record, "label_geometry", "check") if with_label else None,
             "spacing": record.spacing,
             "rescale": record.rescale,
         }
@@ -191,22 +224,25 @@ class VolumeCache:
         target = self.path(key)
         error_file = target.with_suffix(".error.json")
         if error_file.exists():
-            _raise_cached_error(error_file)
+            cached_error = _cached_error(error_file, record)
+            if cached_error is not None:
+                raise cached_error
         if not target.exists():
             return None
         try:
             with safe_open(str(target), framework="pt") as fh:
                 meta = fh.metadata() or {}
                 out: dict[str, Any] = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
-        except (SafetensorError, OSError, ValueError) as exc:
+            affine = torch.tensor(json.loads(meta["affine"]), dtype=torch.float64)
+            if affine.shape != (4, 4) or "image" not in out:
+                raise ValueError(f"affine of shape {tuple(affine.shape)}, tensors {sorted(out)}")
+        except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            if not target.exists():  # removed meanwhile (another process cleaning up): just absent
+                return None
             logger.warning("damaged cache entry %s (%s): recomputing", target, exc)
             target.unlink(missing_ok=True)
             return None
-        out["affine"] = (
-            torch.tensor(json.loads(meta["affine"]), dtype=torch.float64)
-            if "affine" in meta
-            else torch.eye(4)
-        )
+        out["affine"] = affine
         return out
 
     def get_or_create(self, record: ManifestRecord) -> dict[str, Any]:
@@ -230,10 +266,8 @@ class VolumeCache:
         try:
             out = self._compute.get_or_create(record)
         except DataError as exc:
-            atomic_write(
-                target.with_suffix(".error.json"),
-                json.dumps({"type": type(exc).__name__, "path": exc.path, "problem": exc.problem}),
-            )
+            if not getattr(exc, "transient", False):  # a machine's limits are not the file's fault
+                atomic_write(target.with_suffix(".error.json"), _error_record(exc, record))
             raise
         tensors = {k: v.contiguous() for k, v in out.items() if k != "affine"}
         meta = {
@@ -242,6 +276,9 @@ class VolumeCache:
             "source": record.volume,
             "contract": self.contract.name,
         }
+        if "label_map" in out and record.label_map is not None:
+            meta["label_source"] = record.label_map  # on the image's grid: the one affine is both's
+            meta["label_geometry"] = getattr(record, "label_geometry", "check")
         with atomic_path(target) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
         return out
@@ -257,10 +294,21 @@ class VolumeCache:
     ) -> WarmReport:
         """Fill the cache for ``records`` ahead of training, in ``workers`` processes.
 
-        Data errors are collected (and cached), not raised: the report lists them.
+        Data errors are collected (and cached), not raised: the report lists them, each message
+        starting with the case id. Temporaries that killed writers left in the cache (older than
+        :data:`STALE_TEMP_SECONDS`) are removed first.
         """
         from torch.utils.data import DataLoader
         from tqdm import tqdm  # not tqdm.auto: its asyncio mixin calls iter() eagerly (a 2nd DataLoader pass)
+
+        removed, freed = clean_stale_temporaries(self.root)
+        if removed:
+            logger.warning(
+                "removed %d temporary file(s) (%.1f MiB) that killed writers left in %s",
+                removed,
+                freed / 2**20,
+                self.root,
+            )
 
         loader = DataLoader(
             _WarmDataset(self, list(records)),
@@ -268,7 +316,7 @@ class VolumeCache:
             num_workers=workers,
             collate_fn=_identity,
         )
-        report = WarmReport()
+        report = WarmReport(stale_removed=removed)
         bar = tqdm(loader, total=len(records), desc="caching volumes", unit="vol", disable=not progress)
         for rid, status, message in bar:
             if status == "created":
@@ -297,7 +345,9 @@ class _WarmDataset(torch.utils.data.Dataset):
             self.cache.get_or_create(record)
             return record.id, "created", ""
         except DataError as exc:
-            return record.id, "failed", str(exc)
+            return record.id, "failed", f"case {record.id!r}: {exc}"
+        except (MemoryError, OSError) as exc:  # not the file's fault (not cached), but not fatal either
+            return record.id, "failed", f"case {record.id!r}: {record.volume}: {type(exc).__name__}: {exc}"
 
 
 def _identity(x: Any) -> Any:
@@ -315,12 +365,187 @@ def _label_tensor(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.uint8)
 
 
-def _raise_cached_error(error_file: Path) -> None:
-    info = json.loads(error_file.read_text())
-    cls = getattr(_errors, info.get("type", ""), None)
-    if not (isinstance(cls, type) and issubclass(cls, DataError)):
-        cls = DataError
-    raise cls(info.get("path", "?"), info.get("problem", "unknown error") + " (cached failure)")
+# placeholders for a case's own paths in a recorded failure (see _error_record)
+_ROLES = ("label_map", "volume")
+
+
+def _role_paths(record: ManifestRecord) -> list[tuple[str, str]]:
+    """``(placeholder, path)`` pairs of a record, longest path first (no path eats another's part)."""
+    pairs: list[tuple[str, str]] = []
+    for role in _ROLES:
+        value = getattr(record, role, None)
+        if value:
+            for form in {os.fspath(value), os.fspath(Path(value))}:
+                pairs.append((f"<<{role}>>", form))
+    return sorted(pairs, key=lambda pair: len(pair[1]), reverse=True)
+
+
+def _error_record(exc: DataError, record: ManifestRecord) -> str:
+    """The ``.error.json`` text of a failure, with the case's paths as placeholders."""
+
+    def template(text: str) -> str:
+        for marker, path in _role_paths(record):
+            text = text.replace(path, marker)
+        return text
+
+    return json.dumps(
+        {
+            "format": CACHE_FORMAT,
+            "type": type(exc).__name__,
+            "path": template(exc.path),
+            "problem": template(exc.problem),
+            "first_case": record.id,
+        }
+    )
+
+
+def _error_class(name: str) -> type[DataError]:
+    # the modules defining DataError subclasses, so that __subclasses__ finds them by name
+    import velvet.data.geometry
+    import velvet.data.io  # noqa: F401
+
+    stack: list[type[DataError]] = [DataError]
+    while stack:
+        cls = stack.pop()
+        if cls.__name__ == name:
+            return cls
+        stack.extend(cls.__subclasses__())
+    return DataError
+
+
+def _cached_error(error_file: Path, record: ManifestRecord) -> DataError | None:
+    """The recorded failure, under ``record``'s own paths; None (and the file removed) if damaged."""
+    try:
+        info = json.loads(error_file.read_text(encoding="utf-8"))
+        if not (
+            isinstance(info, dict)
+            and isinstance(info.get("path"), str)
+            and isinstance(info.get("problem"), str)
+        ):
+            raise ValueError("not a failure record")
+    except FileNotFoundError:  # removed meanwhile (another worker repaired it)
+        return None
+    except (OSError, ValueError) as exc:  # truncated, garbled, not UTF-8 ...
+        logger.warning(
+            "damaged cache failure record %s (%s): removed, the case is recomputed", error_file, exc
+        )
+        error_file.unlink(missing_ok=True)
+        return None
+
+    def fill(text: str) -> str:
+        for role in _ROLES:
+            value = getattr(record, role, None)
+            text = text.replace(f"<<{role}>>", os.fspath(Path(value)) if value else f"<{role}>")
+        return text
+
+    cls = _error_class(str(info.get("type", "")))
+    return cls(fill(info["path"]), fill(info["problem"]) + " (cached failure)")
+
+
+# ------------------------------------------------------------------ housekeeping
+
+
+@dataclass
+class CacheStats:
+    """What a cache folder holds (see :func:`cache_stats`).
+
+    Attributes:
+        root: the cache folder.
+        entries: preprocessed volumes of the current :data:`CACHE_FORMAT`.
+        entry_bytes: their total size.
+        failures: recorded failures.
+        temporaries: ``.tmp-*`` files (live or killed writers'); never counted as entries.
+        temporary_bytes: their total size.
+        stale_removed: temporaries removed by this call (``clean=True``).
+    """
+
+    root: Path
+    entries: int = 0
+    entry_bytes: int = 0
+    failures: int = 0
+    temporaries: int = 0
+    temporary_bytes: int = 0
+    stale_removed: int = 0
+
+    def __str__(self) -> str:
+        text = (
+            f"{self.root}: {self.entries} volumes ({self.entry_bytes / 2**20:.1f} MiB), "
+            f"{self.failures} cached failures"
+        )
+        if self.temporaries:
+            text += (
+                f", {self.temporaries} temporary file(s) of writers ({self.temporary_bytes / 2**20:.1f} MiB)"
+            )
+        if self.stale_removed:
+            text += f"; removed {self.stale_removed} stale temporary file(s) of killed writers"
+        return text
+
+
+def clean_stale_temporaries(
+    root: str | os.PathLike[str], *, max_age: float = STALE_TEMP_SECONDS
+) -> tuple[int, int]:
+    """Remove the ``.tmp-*`` files under ``root`` that no writer has touched for ``max_age`` seconds.
+
+    A live writer's temporary is renamed into place seconds after its last write, so one this old
+    belongs to a killed process (SIGKILL, OOM killer, power loss). Safe while other writers run.
+
+    Returns:
+        ``(files removed, bytes freed)``.
+    """
+    folder = Path(root)
+    if not folder.is_dir():
+        return 0, 0
+    now = time.time()
+    removed = freed = 0
+    for tmp in folder.rglob(f"{TMP_PREFIX}*"):
+        try:
+            st = tmp.stat()
+            if not tmp.is_file() or now - st.st_mtime < max_age:
+                continue
+            tmp.unlink()
+        except OSError:  # renamed or removed meanwhile
+            continue
+        removed += 1
+        freed += st.st_size
+    return removed, freed
+
+
+def cache_stats(
+    root: str | os.PathLike[str] | None = None, *, clean: bool = False, max_age: float = STALE_TEMP_SECONDS
+) -> CacheStats:
+    """Count a cache folder's entries and failures, leaving writers' temporaries out of both.
+
+    Args:
+        root: cache folder (default :func:`default_cache_dir`).
+        clean: first remove stale temporaries (:func:`clean_stale_temporaries`).
+        max_age: age in seconds from which a temporary is stale.
+
+    Returns:
+        A :class:`CacheStats`; ``str()`` of it is a one-line summary.
+    """
+    folder = Path(root) if root is not None else default_cache_dir()
+    stats = CacheStats(root=folder)
+    if clean:
+        stats.stale_removed = clean_stale_temporaries(folder, max_age=max_age)[0]
+    current = folder / f"v{CACHE_FORMAT}"
+    if not current.is_dir():
+        return stats
+    for f in current.rglob("*"):
+        try:
+            if not f.is_file():
+                continue
+            size = f.stat().st_size
+        except OSError:
+            continue
+        if f.name.startswith(TMP_PREFIX):
+            stats.temporaries += 1
+            stats.temporary_bytes += size
+        elif f.name.endswith(".error.json"):
+            stats.failures += 1
+        elif f.name.endswith(".safetensors"):
+            stats.entries += 1
+            stats.entry_bytes += size
+    return stats
 
 
 class UncachedVolumes:
@@ -344,8 +569,24 @@ class UncachedVolumes:
         data: dict[str, Any] = {"image": record.volume, "spacing": record.spacing, "rescale": record.rescale}
         if with_label:
             data["label_map"] = record.label_map
+            data["label_geometry"] = getattr(record, "label_geometry", "check")
         out = self._transforms[with_label](data)
         image = out["image"]
+        if with_label:  # the pipeline keeps them on one grid; never store a pair that is not
+            label = out["label_map"]
+            same_affine = torch.allclose(
+                torch.as_tensor(label.affine, dtype=torch.float64),
+                torch.as_tensor(image.affine, dtype=torch.float64),
+                atol=1e-4,
+            )
+            if tuple(label.shape) != tuple(image.shape) or not same_affine:
+                from velvet.data.geometry import GeometryMismatchError
+
+                raise GeometryMismatchError(
+                    record.label_map,  # type: ignore[arg-type]
+                    f"label map ended up on another grid than its image {record.volume} after "
+                    f"preprocessing ({tuple(label.shape)} vs {tuple(image.shape)})",
+                )
         dtype = torch.float16 if self.contract.cache_dtype == "float16" else torch.float32
         result = {
             "image": _plain(image).to(dtype),

@@ -12,6 +12,10 @@ name                required meaning
 ``report``          one of   the report text
 ``report_file``     one of   a UTF-8 text file holding the report
 ``label_map``       no       segmentation label map on the volume's grid
+``label_geometry``  no       ``check`` (default): the label map's header must put it on the
+                             volume's grid (shape, orientation, spacing, origin), else the case
+                             fails naming both files; ``use_image``: the label's header is
+                             known to be wrong, take its voxels as they are on the volume's grid
 ``spacing``         no       voxel spacing override in mm, ``"x,y,z"`` (for headers without one)
 ``rescale_slope``   no       raw value -> HU: ``hu = slope * raw + intercept`` (with intercept)
 ``rescale_intercept`` no     see above
@@ -50,10 +54,12 @@ _BASE_COLUMNS = (
     "report",
     "report_file",
     "label_map",
+    "label_geometry",
     "spacing",
     "rescale_slope",
     "rescale_intercept",
 )
+LABEL_GEOMETRY_MODES = ("check", "use_image")
 # A report file bigger than this is not a report (a misplaced volume or log): refuse to read it.
 MAX_REPORT_BYTES = 1 << 20
 
@@ -72,6 +78,8 @@ class ManifestRecord:
         labels: finding name -> 0.0 / 1.0 (NaN = unknown).
         spacing: voxel spacing override (mm) for files whose header has none.
         rescale: ``(slope, intercept)`` mapping stored values to HU, for raw-valued files.
+        label_geometry: ``"check"`` the label map's header against the volume's grid (default), or
+            ``"use_image"``: ignore the label's header, its voxels lie on the volume's grid.
     """
 
     id: str
@@ -83,6 +91,7 @@ class ManifestRecord:
     labels: dict[str, float] = field(default_factory=dict, hash=False, compare=True)
     spacing: tuple[float, float, float] | None = None
     rescale: tuple[float, float] | None = None
+    label_geometry: Literal["check", "use_image"] = "check"
 
     def load_report(self) -> str | None:
         """The report text: inline, else read from ``report_file``, else None.
@@ -291,6 +300,7 @@ def _parse_row(row: dict[str, Any], root: Path, where: str, require_report: bool
         labels=_parse_labels(row, where),
         spacing=_parse_spacing(row.get("spacing"), where),
         rescale=_parse_rescale(row, where),
+        label_geometry=_parse_label_geometry(row.get("label_geometry"), where),
     )
 
 
@@ -335,6 +345,15 @@ def _parse_spacing(value: Any, where: str) -> tuple[float, float, float] | None:
     if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise ManifestError(where, f"spacing must be three positive numbers (mm), got {value!r}")
     return spacing  # type: ignore[return-value]
+
+
+def _parse_label_geometry(value: Any, where: str) -> Literal["check", "use_image"]:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return "check"
+    mode = str(value).strip().lower()
+    if mode not in LABEL_GEOMETRY_MODES:
+        raise ManifestError(where, f"label_geometry must be one of {LABEL_GEOMETRY_MODES}, got {value!r}")
+    return mode  # type: ignore[return-value]
 
 
 def _parse_rescale(row: dict[str, Any], where: str) -> tuple[float, float] | None:
@@ -387,6 +406,8 @@ def _record_to_dict(r: ManifestRecord, base: Path, parents: dict[str, str]) -> d
         d["report_file"] = rel(r.report_file)
     if r.label_map is not None:
         d["label_map"] = rel(r.label_map)
+    if r.label_geometry != "check":
+        d["label_geometry"] = r.label_geometry
     if r.spacing is not None:
         d["spacing"] = list(r.spacing)
     if r.rescale is not None:

@@ -8,7 +8,8 @@ Data dictionaries use these keys:
 
 - ``"image"``: volume path (str) in, ``MetaTensor (1, H, W, D)`` out;
 - ``"label_map"``: optional label-map path in, ``MetaTensor (1, H, W, D)`` (integer values) out;
-- ``"spacing"`` / ``"rescale"``: optional header overrides passed to :func:`velvet.data.io.read_volume`.
+- ``"spacing"`` / ``"rescale"``: optional header overrides passed to :func:`velvet.data.io.read_volume`;
+- ``"label_geometry"``: optional ``"check"`` (default) or ``"use_image"``, see :class:`LoadVolumed`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from monai.transforms import (
 )
 
 from velvet.data.contract import PreprocessContract
-from velvet.data.errors import DataError, VolumeShapeError, VolumeValueError
+from velvet.data.errors import DataError, VolumeValueError
 
 __all__ = [
     "AboveThreshold",
@@ -52,47 +53,60 @@ LABEL_KEY = "label_map"
 class LoadVolumed(MapTransform):
     """Read volume files with :func:`velvet.data.io.read_volume` into channel-first MetaTensors.
 
-    The image becomes float32 ``(1, H, W, D)`` with its RAS affine; a label map becomes an
-    integer ``(1, H, W, D)`` tensor and must lie on the image's grid (same shape).
+    The image becomes float32 ``(1, H, W, D)`` with its RAS affine. A label map must lie on the
+    image's grid in world coordinates (shape, orientation, spacing and origin within tolerance,
+    see :mod:`velvet.data.geometry`); it is then resampled onto the image's grid by nearest
+    neighbour and becomes an integer ``(1, H, W, D)`` tensor carrying the *image's* affine, so every
+    later step (reorientation, resampling, cropping) treats both alike. The data key
+    ``"label_geometry"`` (the manifest column) selects ``"check"`` (default) or ``"use_image"``
+    (the label's header is ignored and its voxels are taken as they are on the image's grid).
+
+    DICOM series with missing slices (a gap in the slice positions) or damaged files are refused
+    here (``missing_slices="error"``): a volume with a hole must not be silently interpolated.
 
     Raises:
-        velvet.data.errors.DataError: the reader's errors (missing, corrupt, wrong rank, NaN ...),
-            or a label map whose shape differs from the image's.
+        velvet.data.errors.DataError: the reader's errors (missing, corrupt, wrong rank, NaN, a header
+            declaring more than the file holds ...), or a label map off the image's grid
+            (:class:`~velvet.data.geometry.GeometryMismatchError`, naming both files).
     """
 
     def __init__(self, keys: Sequence[str] = (IMAGE_KEY,), *, allow_missing_keys: bool = True) -> None:
         super().__init__(keys, allow_missing_keys=allow_missing_keys)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        from velvet.data.geometry import align_to_image
         from velvet.data.io import read_volume
 
         d = dict(data)
-        image_shape: tuple[int, ...] | None = None
+        image: Any = None  # the image's Volume, once read
         for key in self.key_iterator(d):
             path = d[key]
             is_label = key != IMAGE_KEY
             if is_label:
-                vol = read_volume(path, spacing=d.get("spacing"))
+                vol = read_volume(path, spacing=d.get("spacing"), missing_slices="error")
                 array = np.asarray(vol.array)
                 if np.issubdtype(array.dtype, np.floating):
                     # some datasets (CT-ORG, MSD) store labels as floats: integral values only
                     if not np.array_equal(array, np.round(array)):
                         raise VolumeValueError(path, "label map has non-integer values")
                     array = array.astype(np.int16)
-                tensor = torch.as_tensor(array.astype(np.int16, copy=False))
-                if image_shape is not None and tuple(array.shape) != image_shape:
-                    raise VolumeShapeError(
-                        path,
-                        f"label map shape {tuple(array.shape)} does not match the volume's {image_shape}",
+                array = array.astype(np.int16, copy=False)
+                affine = vol.affine
+                if image is not None:
+                    mode = d.get("label_geometry") or "check"
+                    array = align_to_image(
+                        array, vol.affine, path, image.affine, image.shape, image.path, mode=mode
                     )
+                    affine = image.affine  # the label now lies on the image's grid
+                tensor = torch.as_tensor(np.ascontiguousarray(array))
             else:
-                vol = read_volume(path, spacing=d.get("spacing"), rescale=d.get("rescale"))
+                vol = read_volume(
+                    path, spacing=d.get("spacing"), rescale=d.get("rescale"), missing_slices="error"
+                )
                 tensor = torch.as_tensor(np.asarray(vol.array, dtype=np.float32))
-                image_shape = tuple(vol.array.shape)
+                image, affine = vol, vol.affine
             meta = {"filename_or_obj": str(path), "source_format": vol.format}
-            d[key] = MetaTensor(
-                tensor[None], affine=torch.as_tensor(vol.affine, dtype=torch.float64), meta=meta
-            )
+            d[key] = MetaTensor(tensor[None], affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
         return d
 
 
@@ -177,6 +191,8 @@ class Pipeline:
 
     MONAI wraps every exception raised inside a transform in ``RuntimeError("applying transform
     ...")``; callers of velvet expect the :class:`~velvet.data.errors.DataError` that names the file.
+    Running out of memory becomes a :class:`~velvet.data.io.VolumeTooLargeError` naming the image,
+    so ``on_error: skip`` skips the case instead of the run dying.
     """
 
     def __init__(self, compose: Compose) -> None:
@@ -185,12 +201,21 @@ class Pipeline:
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         try:
             return self.compose(data)
-        except RuntimeError as exc:
+        except (RuntimeError, MemoryError) as exc:
             cause: BaseException | None = exc
-            while cause is not None and not isinstance(cause, DataError):
+            while cause is not None and not isinstance(cause, (DataError, MemoryError)):
                 cause = cause.__cause__
             if cause is None:
                 raise
+            if isinstance(cause, MemoryError):  # a volume too large for this machine's free memory
+                from velvet.data.io import VolumeTooLargeError
+
+                source = data.get(IMAGE_KEY)
+                source = getattr(source, "meta", {}).get("filename_or_obj", source)
+                raise VolumeTooLargeError(
+                    str(source),
+                    "ran out of memory while preprocessing it; free memory or lower the contract's size",
+                ) from None
             raise cause from None
 
     @property

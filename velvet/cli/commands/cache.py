@@ -54,11 +54,9 @@ def run_warm(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from velvet.data.cache import CACHE_FORMAT, default_cache_dir
+    from velvet.data.cache import cache_stats, default_cache_dir
 
     root = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    entries = list((root / f"v{CACHE_FORMAT}").rglob("*.safetensors"))
-    failures = list((root / f"v{CACHE_FORMAT}").rglob("*.error.json"))
-    size = sum(p.stat().st_size for p in entries)
-    print(f"{root}: {len(entries)} volumes ({size / 2**20:.1f} MiB), {len(failures)} cached failures")
+    # stale temporaries of killed writers are removed first and never counted as volumes
+    print(cache_stats(root, clean=True))
     return 0
