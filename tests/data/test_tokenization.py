@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,41 +69,100 @@ def real_dir(real_reports, tmp_path_factory) -> Path:
 # --------------------------------------------------------------------------- loop reference
 
 
-def reference_batch(tok: TriBertTokenizer, reports, seed: int) -> dict[str, torch.Tensor]:
-    """Straightforward per-sample loops over the spec, using the HF tokenizer's own word ids."""
+def _middle_fit(costs: list[int], budget: int) -> list[int]:
+    """Indices kept by "middle" truncation: first, last, second, second-last, ... while they fit."""
+    n = len(costs)
+    order = sorted(range(n), key=lambda i: min(2 * i, 2 * (n - 1 - i) + 1))
+    kept, total = [], 0
+    for position, i in enumerate(order):
+        if position > 0 and total + costs[i] > budget:
+            break
+        kept.append(i)
+        total += costs[i]
+    return sorted(kept)
+
+
+def reference_rows(tok: TriBertTokenizer, reports, seed: int) -> tuple[list[list[tuple]], list[dict]]:
+    """Per-sample loops over the spec, using the HF tokenizer's own word ids.
+
+    Returns the rows (one tuple per token: id, type, sentence, word, is [SEN_k], is special) and,
+    per report, what truncation took: truncated, last sentence lost, pieces and sentences lost.
+    """
     hf = tok.tokenizer
-    rows = []
+    middle = tok.truncation == "middle"
+    rows, details = [], []
     for report in reports:
         sentences = tok.sentences(report)
-        if not tok.sentence_modeling:
-            enc = hf(" ".join(sentences), truncation=True, max_length=tok.max_length)
-            rows.append(
-                [
-                    (i, 1, 1 if w is not None else 0, -1 if w is None else w, False, w is None)
-                    for i, w in zip(enc["input_ids"], enc.word_ids(), strict=True)
-                ]
-            )
-            continue
         encoded = [hf(s, add_special_tokens=False) for s in sentences]
         encoded = [e for e in encoded if e["input_ids"]]  # text the normaliser empties is no sentence
-        if len(encoded) > tok.max_sentences:
-            keep = kept_sentences(len(encoded), tok.max_sentences, seed, report_digest(report))
-            encoded = [encoded[i] for i in keep]
-        row = [(tok.cls_token_id, 1, 0, -1, False, True)]
-        word = -1
-        for k, enc in enumerate(encoded, start=1):
-            ids = enc["input_ids"][: tok.max_sentence_tokens]
-            words = enc.word_ids()[: tok.max_sentence_tokens]
-            row.append((int(tok.sen_token_ids[k - 1]), k, k, -1, True, True))
-            previous = None
-            for i, w in zip(ids, words, strict=True):
-                if w != previous:
-                    word, previous = word + 1, w
-                row.append((i, k, k, word, False, False))
-        row = row[: tok.max_length]
-        if row[-1][4]:
-            row.pop()
+        total = sum(len(e["input_ids"]) for e in encoded)
+        count = len(encoded)
+        if not tok.sentence_modeling:
+            if middle:
+                keep = _middle_fit([len(e["input_ids"]) for e in encoded], tok.max_length - 2)
+            else:
+                keep = list(range(count))
+            row, words_before = [(tok.cls_token_id, 1, 0, -1, False, True)], 0
+            for i in keep:
+                ids, words = encoded[i]["input_ids"], encoded[i].word_ids()
+                row += [(t, 1, 1, words_before + w, False, False) for t, w in zip(ids, words, strict=True)]
+                words_before += max(words) + 1
+            fed = len(row) - 1
+            row = row[: tok.max_length - 1] + [(tok.sep_token_id, 1, 0, -1, False, True)]
+            kept_pieces = len(row) - 2
+            # a sentence is lost when none of its pieces is kept
+            starts = np.cumsum([0] + [len(encoded[i]["input_ids"]) for i in keep])[:-1]
+            kept_count = int((starts < kept_pieces).sum())
+            last_whole = keep[-1] == count - 1 and kept_pieces == fed
+        else:
+            keep = list(range(count))
+            if count > tok.max_sentences:
+                key = report_digest(report)
+                if middle and tok.max_sentences >= 2:
+                    inner = kept_sentences(count - 2, tok.max_sentences - 2, seed, key) + 1
+                    keep = [0, *inner.tolist(), count - 1]
+                else:
+                    keep = kept_sentences(count, tok.max_sentences, seed, key).tolist()
+            if middle:
+                costs = [min(len(encoded[i]["input_ids"]), tok.max_sentence_tokens) + 1 for i in keep]
+                if 1 + sum(costs) > tok.max_length:
+                    keep = [keep[j] for j in _middle_fit(costs, tok.max_length - 1)]
+            row = [(tok.cls_token_id, 1, 0, -1, False, True)]
+            word = -1
+            for k, i in enumerate(keep, start=1):
+                ids = encoded[i]["input_ids"][: tok.max_sentence_tokens]
+                words = encoded[i].word_ids()[: tok.max_sentence_tokens]
+                row.append((int(tok.sen_token_ids[k - 1]), k, k, -1, True, True))
+                previous = None
+                for t, w in zip(ids, words, strict=True):
+                    if w != previous:
+                        word, previous = word + 1, w
+                    row.append((t, k, k, word, False, False))
+            fed = sum(1 for t in row if not t[5])
+            row = row[: tok.max_length]
+            if row[-1][4]:
+                row.pop()
+            kept_pieces = sum(1 for t in row if not t[5])
+            kept_count = len({t[2] for t in row if not t[5]})
+            last = encoded[count - 1]["input_ids"]
+            last_whole = keep[-1] == count - 1 and kept_pieces == fed and len(last) <= tok.max_sentence_tokens
         rows.append(row)
+        details.append(
+            {
+                "truncated": kept_pieces < total,
+                "last_sentence_lost": not last_whole,
+                "lost_pieces": total - kept_pieces,
+                "lost_sentences": count - kept_count,
+                "pieces": total,
+                "sentences": count,
+            }
+        )
+    return rows, details
+
+
+def reference_batch(tok: TriBertTokenizer, reports, seed: int) -> dict[str, torch.Tensor]:
+    """The batch of :func:`reference_rows`, padded as the tokenizer pads."""
+    rows, _ = reference_rows(tok, reports, seed)
     longest = max(len(r) for r in rows)
     width = min(-(-longest // tok.pad_to_multiple_of) * tok.pad_to_multiple_of, tok.max_length)
     pad = (tok.pad_token_id, 0, -1, -1, False, True)
@@ -200,6 +260,12 @@ def test_word_pieces_merge_into_one_word(tmp_path):
         {"max_length": 13, "pad_to_multiple_of": 1},
         {"sentence_modeling": False},
         {"sentence_modeling": False, "max_length": 9},
+        {"truncation": "middle"},
+        {"truncation": "middle", "max_length": 24, "max_sentences": 3, "max_sentence_tokens": 4},
+        {"truncation": "middle", "max_length": 13, "pad_to_multiple_of": 1},
+        {"truncation": "middle", "max_length": 5, "max_sentences": 2},  # first sentence alone too long
+        {"truncation": "middle", "sentence_modeling": False, "max_length": 9},
+        {"truncation": "middle", "sentence_modeling": False, "max_length": 4},
     ],
 )
 def test_batch_equals_loop_reference(small_dir, options):
@@ -219,7 +285,14 @@ def test_real_batches_equal_loop_reference(real_dir, real_reports):
     many = [r for r in real_reports if len(splitter.sentences(r)) > 50]
     assert many  # the real corpus has reports over the sentence limit
     reports = real_reports[:40] + many[:4]
-    for options in ({}, {"sentence_modeling": False}, {"max_length": 256, "max_sentence_tokens": 16}):
+    for options in (
+        {},
+        {"sentence_modeling": False},
+        {"max_length": 256, "max_sentence_tokens": 16},
+        {"truncation": "middle"},
+        {"truncation": "middle", "sentence_modeling": False},
+        {"truncation": "middle", "max_length": 256, "max_sentence_tokens": 16},
+    ):
         tok = TriBertTokenizer.from_pretrained(real_dir, **options)
         assert_batches_equal(tok(reports, seed=3), reference_batch(tok, reports, seed=3))
 
@@ -336,6 +409,82 @@ def test_plain_layout(small_dir):
     assert batch["word_ids"].tolist() == [[-1, 0, 1, 2, 3, 4, 5, -1], [-1, 0, 1, 2, -1, -1, -1, -1]]
     assert not batch["sentence_token_mask"].any()
     assert batch["num_sentences"].tolist() == [1, 1] and batch["num_words"].tolist() == [6, 3]
+
+
+# ---------------------------------------------------------------------------------- truncation
+
+
+def test_middle_truncation_keeps_both_ends(small_dir):
+    report = " ".join(f"Nodule {i} is seen." for i in range(8))  # 6 tokens per sentence with [SEN_k]
+    end = TriBertTokenizer.from_pretrained(small_dir, max_length=26)
+    middle = TriBertTokenizer.from_pretrained(small_dir, max_length=26, truncation="middle")
+    assert _numbers(end, end([report]), 0) == [0, 1, 2, 3]  # the 5th sentence is cut to 1 piece: "nodule"
+    batch = middle([report])
+    assert _numbers(middle, batch, 0) == [0, 1, 6, 7]  # whole sentences, first and last ones kept
+    assert batch["num_sentences"].tolist() == [4] and batch["attention_mask"].sum() == 25
+    one_sentence = report.replace(".", "", 7)
+    assert middle([one_sentence])["num_sentences"].tolist() == [1]  # cut at its end
+    # a short report is untouched
+    assert_batches_equal(middle(CORPUS[:4]), end(CORPUS[:4]))
+
+
+def test_middle_sentence_dropping_keeps_first_and_last(small_dir):
+    report = " ".join(f"Nodule {i} is seen." for i in range(60))
+    tok = TriBertTokenizer.from_pretrained(small_dir, max_sentences=10, max_length=512, truncation="middle")
+    for seed in range(5):
+        kept = _numbers(tok, tok([report], seed=seed), 0)
+        assert len(kept) == 10 and kept[0] == 0 and kept[-1] == 59 and kept == sorted(kept)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_length": 24, "max_sentences": 3, "max_sentence_tokens": 4},
+        {"max_length": 13},
+        {"sentence_modeling": False, "max_length": 9},
+        {"truncation": "middle", "max_length": 24, "max_sentences": 3, "max_sentence_tokens": 4},
+        {"truncation": "middle", "max_length": 13},
+        {"truncation": "middle", "sentence_modeling": False, "max_length": 9},
+    ],
+)
+def test_truncation_stats_equal_loop_reference(small_dir, options):
+    tok = TriBertTokenizer.from_pretrained(small_dir, **options)
+    reports = [*CORPUS[:5], *ODD_REPORTS, " ".join(f"Nodule {i} is seen." for i in range(8)), "No effusion."]
+    stats = tok.truncation_stats(reports, batch_size=4, seed=5)
+    _, details = reference_rows(tok, reports, seed=5)
+    for field in ("truncated", "last_sentence_lost", "lost_pieces", "lost_sentences", "pieces", "sentences"):
+        assert getattr(stats, field) == sum(int(d[field]) for d in details), field
+    assert stats.truncated_indices == tuple(i for i, d in enumerate(details) if d["truncated"])
+    assert stats.reports == len(reports) and stats.skipped == 0 and stats.truncation == tok.truncation
+    assert 0 < stats.truncated < len(reports)
+    assert f"truncation {tok.truncation!r}: {stats.truncated}" in str(stats)
+
+
+def test_truncation_stats_of_real_reports(real_dir, real_reports):
+    end = TriBertTokenizer.from_pretrained(real_dir).truncation_stats(real_reports)
+    middle = TriBertTokenizer.from_pretrained(real_dir, truncation="middle").truncation_stats(real_reports)
+    # ~15 % of CT-RATE reports do not fit: cut at the end they lose their last sentence (the impression)
+    assert 0.1 * len(real_reports) < end.truncated == end.last_sentence_lost == end.over_length
+    assert end.over_sentences > 0
+    assert middle.truncated == end.truncated and middle.last_sentence_lost == 0
+
+
+def test_truncation_stats_skip_empty_reports(small_dir):
+    tok = TriBertTokenizer.from_pretrained(small_dir, max_length=8)
+    stats = tok.truncation_stats(["Lungs are clear. Heart is normal.", "  ", "Short."], batch_size=8)
+    assert (stats.reports, stats.skipped, stats.skipped_indices) == (2, 1, (1,))
+    assert stats.truncated_indices == (0,) and "(1 empty ones skipped)" in str(stats)
+
+
+def test_truncation_option(small_dir, tmp_path):
+    with pytest.raises(ValueError, match="truncation must be one of"):
+        TriBertTokenizer.from_pretrained(small_dir, truncation="start")
+    tok = TriBertTokenizer.from_pretrained(small_dir, truncation="middle", max_length=26)
+    assert tok.config()["truncation"] == "middle" and "truncation=middle" in repr(tok)
+    again = TriBertTokenizer.from_pretrained(tok.save_pretrained(tmp_path / "saved"), **tok.config())
+    report = " ".join(f"Nodule {i} is seen." for i in range(8))
+    assert_batches_equal(again([report]), tok([report]))
+    assert_batches_equal(pickle.loads(pickle.dumps(tok))([report]), tok([report]))
 
 
 # ------------------------------------------------------------------------- vocabulary handling

@@ -28,6 +28,13 @@ def _words(tok: TriBertTokenizer, texts: list[str]) -> list[str]:
     ]
 
 
+def read_rows(corpus) -> list[str]:
+    import csv
+
+    with corpus.open(encoding="utf-8", newline="") as fh:
+        return [row["report_text"] for row in csv.DictReader(fh)]
+
+
 def test_train_and_load(tmp_path):
     out = train_wordpiece(CORPUS, tmp_path / "tok", vocab_size=200, min_frequency=1, max_sentences=10)
     assert out == tmp_path / "tok" and (out / "tokenizer.json").is_file()
@@ -128,7 +135,7 @@ def test_cli_train_from_txt_file_and_folder(tmp_path):
 
 
 def test_cli_encode_prints_the_layout(tmp_path, capsys):
-    out = train_wordpiece(CORPUS, tmp_path / "tok", vocab_size=200, min_frequency=1)
+    out = train_wordpiece(CORPUS, tmp_path / "tok", vocab_size=400, min_frequency=1)
     assert (
         main(["tokenizer", "encode", "--tokenizer", str(out), "--tokens", "Hiatal hernia. No effusion."]) == 0
     )
@@ -141,3 +148,216 @@ def test_cli_encode_prints_the_layout(tmp_path, capsys):
     assert "words: hiatal | hernia | . | no | effusion | ." in text
     assert main(["tokenizer", "encode", "--tokenizer", str(tmp_path / "missing"), "x"]) == 1
     assert "tokenizer folder does not exist" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- determinism
+
+_TRAIN_IN_SUBPROCESS = """
+import json, sys
+from velvet.data.tokenizer_training import train_wordpiece
+texts = json.loads(open(sys.argv[1], encoding="utf-8").read())
+train_wordpiece(texts, sys.argv[2], **json.loads(sys.argv[3]))
+"""
+
+
+def _folder_bytes(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _assert_same_files_everywhere(texts, tmp_path, *, processes: int, **options) -> None:
+    """Train three times here (each run hashes differently in Rust) and ``processes`` times in
+    fresh processes (another PYTHONHASHSEED, one thread): every file is byte-identical."""
+    import os
+    import subprocess
+    import sys
+
+    corpus = tmp_path / "corpus.json"
+    corpus.write_text(json.dumps(texts), encoding="utf-8")
+    runs = [train_wordpiece(texts, tmp_path / f"here{i}", **options) for i in range(3)]
+    for i in range(processes):
+        out = tmp_path / f"process{i}"
+        env = {**os.environ, "PYTHONHASHSEED": str(4242 + i), "RAYON_NUM_THREADS": "1"}
+        subprocess.run(
+            [sys.executable, "-c", _TRAIN_IN_SUBPROCESS, str(corpus), str(out), json.dumps(options)],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        runs.append(out)
+    expected = _folder_bytes(runs[0])
+    assert set(expected) == {"tokenizer.json", "tokenizer_config.json"}
+    for run in runs[1:]:
+        assert _folder_bytes(run) == expected, f"{run.name} differs from {runs[0].name}"
+
+
+def test_training_is_deterministic(reports, tmp_path):
+    # phantom reports, 400 tokens: the unseeded trainer gave a different vocabulary on every run
+    _assert_same_files_everywhere(reports, tmp_path, processes=1, vocab_size=400)
+
+
+def test_training_on_real_reports_is_deterministic(shared_data, tmp_path):
+    texts = read_rows(shared_data / "reports" / "ctrate" / "reports_800.csv")[:300]
+    _assert_same_files_everywhere(texts, tmp_path, processes=0, vocab_size=2000)
+
+
+def test_vocabulary_layout(tmp_path):
+    from velvet.data.tokenizer_training import SEED_ALPHABET
+
+    out = train_wordpiece(CORPUS, tmp_path / "tok", vocab_size=400, min_frequency=1, max_sentences=3)
+    vocab = _vocab(out)
+    tokens = sorted(vocab, key=vocab.get)
+    assert tokens[:8] == [*BERT_SPECIAL_TOKENS, "[SEN_1]", "[SEN_2]", "[SEN_3]"]
+    singles = [t for t in tokens[8:] if len(t) == 1]
+    continuing = [t for t in tokens[8:] if len(t) == 3 and t.startswith("##")]
+    assert tokens[8 : 8 + len(singles) + len(continuing)] == singles + continuing  # alphabet first
+    assert singles == sorted(singles) and continuing == sorted(continuing)  # in code-point order
+    assert set(SEED_ALPHABET.lower()) <= set(singles)
+    assert "##." not in vocab and "##×" in vocab and "##a" in vocab  # punctuation is never inside a word
+    # the alphabet is part of the vocabulary, not added (special) tokens: "##a" in a text stays text
+    added = json.loads((out / "tokenizer.json").read_text(encoding="utf-8"))["added_tokens"]
+    assert [t["content"] for t in added] == tokens[:8]
+
+
+# ------------------------------------------------------------------------- seeded alphabet
+
+ODD_REPORT = "Mass 85×55 mm at 10° with 30% necrosis."
+
+
+def test_unseen_clinical_symbols_are_not_unknown(tmp_path, capsys):
+    assert not set('×°%"±≤²µ') & set("".join(CORPUS))  # the training reports lack them
+    out = train_wordpiece(CORPUS, tmp_path / "tok", vocab_size=400, min_frequency=1)
+    tok = TriBertTokenizer.from_pretrained(out)
+    texts = [ODD_REPORT, 'Lesion "A" of 4±1 mm, SUV ≤ 2.5, area 3 cm², 5µm.']
+    batch = tok(texts)
+    assert tok.tokenizer.unk_token_id not in batch["input_ids"]
+    words = "mass | 85×55 | mm | at | 10° | with | 30 | % | necrosis | ."
+    assert tok.words_from_pieces(batch, 0) == words.split(" | ")
+    assert main(["tokenizer", "encode", "--tokenizer", str(out), ODD_REPORT]) == 0
+    printed = capsys.readouterr().out
+    assert "[UNK]" not in printed and f"words: {words}" in printed
+
+
+def test_a_character_no_token_has_does_not_swallow_its_word(tmp_path):
+    out = train_wordpiece(CORPUS, tmp_path / "tok", vocab_size=400, min_frequency=1)
+    tok = TriBertTokenizer.from_pretrained(out)
+    batch = tok(["Nodule☃lung seen."])  # ☃: in no token of the vocabulary
+    assert tok.words_from_pieces(batch, 0) == ["nodule", "[UNK]", "lung", "seen", "."]
+    assert tok.sentences(["A☃B"]) == ["A ☃ B"]
+
+
+# --------------------------------------------------------------------------- vocabulary size
+
+
+def test_vocabulary_shortfall_is_reported(tmp_path, caplog, capsys):
+    from velvet.data.tokenizer_training import train_wordpiece_with_summary
+
+    with caplog.at_level(logging.WARNING, logger="velvet.data.tokenizer_training"):
+        result = train_wordpiece_with_summary(CORPUS, tmp_path / "tok", vocab_size=8000, min_frequency=1)
+    assert result.vocab_size == len(_vocab(tmp_path / "tok")) < 8000
+    short = 8000 - result.vocab_size
+    assert f"has {result.vocab_size:,} tokens, {short:,} fewer than the 8,000" in caplog.text
+    assert result.size_note and "--min-frequency" in result.size_note
+    corpus = tmp_path / "reports.txt"
+    corpus.write_text("\n".join(CORPUS), encoding="utf-8")
+    out = str(tmp_path / "c")
+    args = ["tokenizer", "train", "--corpus", str(corpus), "--min-frequency", "1", "--out", out]
+    assert main([*args, "--vocab-size", "8000"]) == 0
+    out = capsys.readouterr().out
+    assert f"{result.vocab_size:,} tokens from 4 reports" in out and "fewer than the 8,000 asked for" in out
+    # a size the corpus fills: no note
+    assert main([*args, "--vocab-size", str(result.vocab_size - 5)]) == 0
+    out = capsys.readouterr().out
+    assert f"{result.vocab_size - 5:,} tokens" in out and "note:" not in out
+
+
+def test_vocabulary_over_the_requested_size_is_reported(tmp_path, caplog):
+    from velvet.data.tokenizer_training import train_wordpiece_with_summary
+
+    with caplog.at_level(logging.WARNING, logger="velvet.data.tokenizer_training"):
+        result = train_wordpiece_with_summary(CORPUS, tmp_path / "tok", vocab_size=100, min_frequency=1)
+    assert result.vocab_size == result.base_size > 100
+    assert "more than the 100 asked for" in caplog.text
+
+
+# ------------------------------------------------------------------------------ file errors
+
+
+def test_non_utf8_corpus_names_the_file_and_suggests_encoding(tmp_path, capsys):
+    text = "\n".join([*CORPUS, "Größe der Läsion 3 cm."])
+    rows = "".join(f'{i},"{t}"\n' for i, t in enumerate(text.split("\n")))
+    files = {"reports.csv": "id,report_text\n" + rows, "reports.txt": text}
+    for name, content in files.items():  # the odd report is on line 6 of the CSV, 5 of the .txt
+        line = 6 if name.endswith(".csv") else 5
+        corpus = tmp_path / name
+        corpus.write_bytes(content.encode("latin-1"))
+        args = ["tokenizer", "train", "--corpus", str(corpus), "--out", str(tmp_path / name[-3:])]
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {corpus}: is not utf-8 text (line {line}, byte 0xf6"), err
+        assert "--encoding" in err and "Traceback" not in err
+        assert main([*args, "--encoding", "latin-1"]) == 0
+        assert "größe" in _vocab(tmp_path / name[-3:]) or "##ß" in _vocab(tmp_path / name[-3:])
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "a.txt").write_text(CORPUS[0], encoding="utf-8")
+    (folder / "b.txt").write_bytes("Größe.".encode("cp1252"))
+    args = ["tokenizer", "train", "--corpus", str(folder), "--out", str(tmp_path / "f")]
+    assert main(args) == 1
+    assert f"error: {folder / 'b.txt'}: is not utf-8 text" in capsys.readouterr().err
+    assert main([*args, "--encoding", "nope"]) == 1
+    assert "unknown text encoding 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        ("tokenizer.json", lambda b: b[: len(b) // 2]),  # truncated copy
+        ("tokenizer.json", lambda b: b"\xff\xfe" + b),  # not UTF-8
+        ("tokenizer.json", lambda b: b'{"version": "1.0"}'),  # JSON, but no tokenizer
+        ("tokenizer_config.json", lambda b: b"{"),
+    ],
+)
+def test_damaged_tokenizer_file_is_named(tmp_path, capsys, name, damage):
+    from velvet.data.errors import DataError
+
+    out = train_wordpiece(CORPUS, tmp_path / "tok", vocab_size=400, min_frequency=1)
+    path = out / name
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DataError, match=r"damaged or truncated.*velvet tokenizer train") as info:
+        TriBertTokenizer.from_pretrained(out)
+    assert info.value.path == str(path)
+    assert main(["tokenizer", "encode", "--tokenizer", str(out), "Lungs clear."]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: ") and "Traceback" not in err
+
+
+# -------------------------------------------------------------------------------- stats CLI
+
+
+def test_cli_offers_every_truncation_mode():
+    from velvet.cli.commands import tokenizer as command
+    from velvet.data.tokenization import TRUNCATION_MODES
+
+    assert command.TRUNCATION_MODES == TRUNCATION_MODES
+
+
+def test_cli_stats_counts_truncated_reports(shared_data, tmp_path, capsys):
+    corpus = shared_data / "reports" / "ctrate" / "reports_800.csv"
+    out = tmp_path / "tok"
+    assert (
+        main(["tokenizer", "train", "--corpus", str(corpus), "--vocab-size", "3000", "--out", str(out)]) == 0
+    )
+    capsys.readouterr()
+    stats = ["tokenizer", "stats", "--tokenizer", str(out), "--corpus", str(corpus)]
+    assert main(stats) == 0
+    end = capsys.readouterr().out
+    lost = int(end.split("not kept whole: ")[1].split(" ")[0])
+    truncated = int(end.split("truncation 'end': ")[1].split(" ")[0])
+    assert lost == truncated > 80  # ~15 % of CT-RATE reports are cut, and lose their end
+    assert "800 reports" in end and "--truncation middle" in end
+    assert main([*stats, "--truncation", "middle"]) == 0
+    middle = capsys.readouterr().out
+    assert "not kept whole: 0 (0.0%)" in middle and f"truncation 'middle': {truncated} " in middle
+    long_report = next(r for r in read_rows(corpus) if len(r) > 4000)
+    assert main(["tokenizer", "encode", "--tokenizer", str(out), "--truncation", "middle", long_report]) == 0
+    assert "truncated (middle): kept " in capsys.readouterr().out

@@ -10,34 +10,55 @@ Speed: the reference tokenises sentence by sentence with the slow Python tokeniz
 words in a per-token loop (58 reports/s). Here all sentences of a batch are encoded in one call
 to the Rust tokenizer, with caches (:mod:`velvet.data.sentence_encoder`), and the layout is numpy
 offset arithmetic on the flat piece array (:mod:`velvet.data.tokenization_layout`).
+
+Truncation: a report longer than ``max_length`` tokens (or with more than ``max_sentences``
+sentences) loses part of its text. ``truncation="end"`` (the default, the reference behaviour) cuts
+the end, which in CT-RATE and most radiology reports is the impression; ``truncation="middle"``
+keeps whole sentences from both ends and drops the middle ones, so the first and last sentences
+survive. :meth:`TriBertTokenizer.truncation_stats` counts what a data set loses either way
+(``velvet tokenizer stats`` prints it).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 
 from velvet.data.attention_mask import sentence_attention_mask
-from velvet.data.errors import ReportError
+from velvet.data.errors import DataError, ReportError
 from velvet.data.reports import clean_report, normalize_text, split_cleaned
 from velvet.data.sentence_encoder import SentenceEncoder
-from velvet.data.tokenization_layout import build_plain_layout, build_sentence_layout, gather_sentences
+from velvet.data.tokenization_layout import build_plain_layout, build_sentence_layout, kept_sentences
 from velvet.types import TextBatch
 from velvet.utils.atomic import save_directory_atomically  # re-exported: models.pretrained imports it
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
-__all__ = ["TriBertTokenizer", "save_directory_atomically", "sentence_attention_mask"]
+__all__ = [
+    "TRUNCATION_MODES",
+    "TriBertTokenizer",
+    "TruncationStats",
+    "save_directory_atomically",
+    "sentence_attention_mask",
+]
 
 logger = logging.getLogger(__name__)
+
+#: ``"end"``: keep the start of a report, cut its end; ``"middle"``: keep whole sentences from both
+#: ends (first, last, second, second-last, ...) and drop the middle ones.
+TRUNCATION_MODES = ("end", "middle")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
 
 
 class TriBertTokenizer:
@@ -49,7 +70,8 @@ class TriBertTokenizer:
             special tokens where missing (a 30,522-token CXR-BERT vocab becomes 30,572).
         max_length: longest sequence ``L`` (the reference pads every report to 512).
         max_sentences: ``K``, the most sentences kept per report; extra ones are dropped at
-            random (seeded, order kept).
+            random (seeded, order kept; with ``truncation="middle"`` the first and last sentences
+            are always kept and the others drawn from the middle ones).
         max_sentence_tokens: word pieces kept per sentence, its ``[SEN_k]`` not counted (the
             reference's ``max_len_sentence`` also counted the dropped ``[CLS]``/``[SEP]``).
         sentence_modeling: the ``[SEN_k]`` layout (True) or plain ``[CLS] ... [SEP]`` (False:
@@ -59,13 +81,24 @@ class TriBertTokenizer:
             (capped at ``max_length``); 1 pads to the longest exactly.
         seed: default seed of sentence dropping (a call's ``seed`` overrides it).
         cache_size: reports whose encodings are cached (16x as many sentences); 0 disables.
+        truncation: what a report longer than ``max_length`` loses (:data:`TRUNCATION_MODES`).
+            ``"end"`` (default, as the reference): its end, the impression of a radiology
+            report. ``"middle"``: whole sentences from the middle; sentences are kept
+            alternately from the start and the end (first, last, second, second-last, ...)
+            while they fit, so the first and the last sentences survive. The first sentence is
+            always kept (cut at its end if it alone is too long).
 
     Attributes:
         tokenizer: the (copied) Hugging Face tokenizer, ``[SEN_k]`` included.
         sen_token_ids: ``(K,)`` int64 ids of ``[SEN_1]``..``[SEN_K]`` (empty without sentence modelling).
 
-    Reports longer than ``max_length`` lose their end; a ``[SEN_k]`` left last is cut too, so
-    every kept sentence has at least one piece.
+    Reports longer than ``max_length`` lose their end (or their middle sentences, see
+    ``truncation``); a ``[SEN_k]`` left last is cut too, so every kept sentence has at least one
+    piece. :meth:`truncation_stats` counts how many reports of a data set lose text.
+
+    Characters that no token of the vocabulary contains (say ``☃`` with a vocabulary trained
+    without it) are made words of their own before tokenisation, so they become one ``[UNK]``
+    instead of turning the whole word around them into ``[UNK]``.
 
     Example:
         >>> tok = TriBertTokenizer.from_pretrained("tokenizers/ctrate-8k")  # doctest: +SKIP
@@ -85,6 +118,7 @@ class TriBertTokenizer:
         pad_to_multiple_of: int | None = 8,
         seed: int = 0,
         cache_size: int = 20_000,
+        truncation: str = "end",
     ) -> None:
         if max_length < 3:  # [CLS] [SEN_1] w, or [CLS] w [SEP]
             raise ValueError(f"max_length must be at least 3, got {max_length}")
@@ -92,6 +126,8 @@ class TriBertTokenizer:
         _check_positive(pad_to_multiple_of=pad_to_multiple_of or 1)
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
+        if truncation not in TRUNCATION_MODES:
+            raise ValueError(f"truncation must be one of {TRUNCATION_MODES}, got {truncation!r}")
         self.max_length = int(max_length)
         self.max_sentences = int(max_sentences)
         self.max_sentence_tokens = int(max_sentence_tokens)
@@ -99,12 +135,14 @@ class TriBertTokenizer:
         self.pad_to_multiple_of = int(pad_to_multiple_of or 1)
         self.seed = int(seed)
         self.cache_size = int(cache_size)
+        self.truncation = truncation
         self.tokenizer = _check_wordpiece(copy.deepcopy(tokenizer))
         self.sen_tokens = (
             [f"[SEN_{k}]" for k in range(1, self.max_sentences + 1)] if sentence_modeling else []
         )
         self._add_sentence_tokens()
         self._encoder = SentenceEncoder(self.tokenizer, cache_size=self.cache_size)
+        self._init_spelling()
 
     # ------------------------------------------------------------------ construction
 
@@ -119,6 +157,8 @@ class TriBertTokenizer:
 
         Raises:
             FileNotFoundError: the folder or its tokenizer files do not exist.
+            DataError: a file of the folder is damaged (not JSON, not UTF-8, not a tokenizer);
+                the message names the file.
             ValueError: the files are not a WordPiece tokenizer with ``[CLS]``/``[SEP]``/``[PAD]``/``[MASK]``.
         """
         from transformers import BertTokenizerFast
@@ -132,7 +172,10 @@ class TriBertTokenizer:
         if not (folder / "tokenizer.json").is_file() and not (folder / "vocab.txt").is_file():
             # transformers would silently build a 5-token vocabulary from an empty folder
             raise FileNotFoundError(f"{folder}: neither tokenizer.json nor vocab.txt found in the folder")
-        tokenizer = BertTokenizerFast.from_pretrained(str(folder), local_files_only=True)
+        try:
+            tokenizer = BertTokenizerFast.from_pretrained(str(folder), local_files_only=True)
+        except Exception as exc:  # JSONDecodeError, UnicodeDecodeError, the Rust parser's Exception
+            raise _load_error(folder, exc) from None
         return cls(tokenizer, **options)
 
     def _add_sentence_tokens(self) -> None:
@@ -187,6 +230,7 @@ class TriBertTokenizer:
             "sentence_modeling": self.sentence_modeling,
             "pad_to_multiple_of": self.pad_to_multiple_of,
             "seed": self.seed,
+            "truncation": self.truncation,
         }
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
@@ -222,6 +266,79 @@ class TriBertTokenizer:
             ReportError: a report is empty (or has no letter/digit) or is implausibly long.
             TypeError: ``reports`` is a single string, or holds something else than text.
         """
+        arrays, _ = self._encode(reports, seed=seed, sources=sources)
+        return {key: torch.from_numpy(value) for key, value in arrays.items()}  # type: ignore[return-value]
+
+    def truncation_stats(
+        self,
+        reports: Sequence[str] | Sequence[Sequence[str]],
+        *,
+        batch_size: int = 256,
+        seed: int | None = None,
+    ) -> TruncationStats:
+        """Count the reports that lose text to the length limits, as :meth:`__call__` would cut them.
+
+        Reports that cannot be tokenised (empty ones) are counted in ``skipped`` and left out.
+
+        Args:
+            reports: the reports of a data set (strings or sentence lists).
+            batch_size: reports tokenised at once.
+            seed: seed of sentence dropping (default: the tokenizer's).
+
+        Returns:
+            A :class:`TruncationStats`; ``str(stats)`` is a one-paragraph summary.
+
+        Example:
+            >>> tok.truncation_stats(reports).truncated  # doctest: +SKIP
+            120
+        """
+        if isinstance(reports, str):
+            raise TypeError("reports must be a sequence of reports; wrap a single report in a list")
+        step = max(1, int(batch_size))
+        totals = dict.fromkeys(_Truncation._fields, 0)
+        truncated: list[int] = []
+        skipped: list[int] = []
+
+        def info(indices: list[int]) -> _Truncation:
+            _, found = self._encode([reports[i] for i in indices], seed=seed, sources=None, with_info=True)
+            assert found is not None
+            return found
+
+        for start in range(0, len(reports), step):
+            chunk = list(range(start, min(start + step, len(reports))))
+            try:
+                parts = [(chunk, info(chunk))]
+            except ReportError:  # an empty report in the chunk: find it, keep the others
+                parts = []
+                for i in chunk:
+                    try:
+                        parts.append(([i], info([i])))
+                    except ReportError:
+                        skipped.append(i)
+            for indices, found in parts:
+                for field in _Truncation._fields:
+                    totals[field] += int(getattr(found, field).sum())
+                truncated.extend(np.asarray(indices)[found.truncated].tolist())
+        return TruncationStats(
+            **totals,
+            skipped=len(skipped),
+            truncated_indices=tuple(truncated),
+            skipped_indices=tuple(skipped),
+            max_length=self.max_length,
+            max_sentences=self.max_sentences if self.sentence_modeling else None,
+            max_sentence_tokens=self.max_sentence_tokens if self.sentence_modeling else None,
+            truncation=self.truncation,
+        )
+
+    def _encode(
+        self,
+        reports: Sequence[str] | Sequence[Sequence[str]],
+        *,
+        seed: int | None,
+        sources: Sequence[str] | None,
+        with_info: bool = False,
+    ) -> tuple[dict[str, np.ndarray], _Truncation | None]:
+        """The layout arrays of a batch and, ``with_info``, per report what truncation took from it."""
         if isinstance(reports, str):
             raise TypeError("reports must be a sequence of reports; wrap a single report in a list")
         if len(reports) == 0:
@@ -231,8 +348,24 @@ class TriBertTokenizer:
         names = list(sources) if sources is not None else [f"reports[{i}]" for i in range(len(reports))]
         encoded = self._encoder.encode_reports(reports, self._split, names)
         seed = self.seed if seed is None else int(seed)
+        keep_ends = self.truncation == "middle"
+        batch = len(encoded)
         if self.sentence_modeling:
-            ids, lengths, counts = gather_sentences(encoded, self.max_sentences, seed)
+            ids, lengths, counts, last_selected = _gather(encoded, self.max_sentences, seed, keep_ends)
+            costs, budget = np.minimum(lengths, self.max_sentence_tokens) + 1, self.max_length - 1
+        else:
+            ids, lengths, counts, last_selected = _gather(encoded, None, seed, keep_ends)
+            costs, budget = lengths, self.max_length - 2
+        last_fits = np.ones(batch, dtype=bool)
+        if keep_ends:
+            report_of_sentence = np.repeat(np.arange(batch), counts)
+            if (np.bincount(report_of_sentence, weights=costs, minlength=batch) > budget).any():
+                keep = _fit_whole_sentences(costs, counts, budget)
+                last_fits = keep[np.cumsum(counts) - 1]
+                ids = ids[np.repeat(keep, lengths)]
+                lengths = lengths[keep]
+                counts = np.bincount(report_of_sentence[keep], minlength=batch)
+        if self.sentence_modeling:
             arrays = build_sentence_layout(
                 ids,
                 lengths,
@@ -246,11 +379,10 @@ class TriBertTokenizer:
                 pad_to_multiple_of=self.pad_to_multiple_of,
             )
         else:
-            ids, _, _ = gather_sentences(encoded, None, seed)
-            per_report = np.array([int(e[1].sum()) for e in encoded], dtype=np.int64)
+            per_report = np.bincount(np.repeat(np.arange(batch), counts), weights=lengths, minlength=batch)
             arrays = build_plain_layout(
                 ids,
-                per_report,
+                per_report.astype(np.int64),
                 cls_token_id=self.cls_token_id,
                 sep_token_id=self.sep_token_id,
                 pad_token_id=self.pad_token_id,
@@ -258,7 +390,66 @@ class TriBertTokenizer:
                 max_length=self.max_length,
                 pad_to_multiple_of=self.pad_to_multiple_of,
             )
-        return {key: torch.from_numpy(value) for key, value in arrays.items()}  # type: ignore[return-value]
+        if not with_info:
+            return arrays, None
+        return arrays, self._truncation_info(encoded, arrays, lengths, counts, last_selected & last_fits)
+
+    def _truncation_info(
+        self,
+        encoded: Sequence[tuple[np.ndarray, np.ndarray, bytes]],
+        arrays: dict[str, np.ndarray],
+        lengths: np.ndarray,
+        counts: np.ndarray,
+        last_chosen: np.ndarray,
+    ) -> _Truncation:
+        """What truncation took from each report (vectorised over the batch).
+
+        Args:
+            encoded: the reports' encodings before any cut.
+            arrays: the layout built from them.
+            lengths, counts: pieces per sentence and sentences per report that went into the layout.
+            last_chosen: ``(B,)`` whether each report's last sentence went into the layout.
+        """
+        batch = len(encoded)
+        cap = self.max_sentence_tokens if self.sentence_modeling else None
+        all_lengths = np.concatenate([e[1] for e in encoded])
+        n_sentences = np.fromiter((len(e[1]) for e in encoded), dtype=np.int64, count=batch)
+        first_of_all = np.cumsum(n_sentences) - n_sentences
+        report_of_all = np.repeat(np.arange(batch), n_sentences)
+        n_pieces = np.bincount(report_of_all, weights=all_lengths, minlength=batch).astype(np.int64)
+        if cap is not None:
+            capped = np.bincount(report_of_all, weights=np.minimum(all_lengths, cap), minlength=batch)
+            full = 1 + n_sentences + capped.astype(np.int64)
+            fed_lengths = np.minimum(lengths, cap)
+        else:
+            full = n_pieces + 2
+            fed_lengths = lengths
+        report_of_fed = np.repeat(np.arange(batch), counts)
+        fed = np.bincount(report_of_fed, weights=fed_lengths, minlength=batch).astype(np.int64)
+        kept = (arrays["attention_mask"] & ~arrays["special_tokens_mask"]).sum(axis=1)
+        # a sentence that went in is (at least partly) kept when it starts before the cut
+        starts = np.cumsum(fed_lengths) - fed_lengths
+        starts -= starts[np.cumsum(counts) - counts][report_of_fed]
+        kept_sentences_ = np.bincount(report_of_fed[starts < kept[report_of_fed]], minlength=batch)
+        # the last sentence is whole when it went in, nothing was cut at the end, and no cap applied
+        last_whole = last_chosen & (kept == fed)
+        over_sentences = long_sentences = np.zeros(batch, dtype=bool)
+        if cap is not None:
+            last_whole &= all_lengths[first_of_all + n_sentences - 1] <= cap
+            over_sentences = n_sentences > self.max_sentences
+            long_sentences = np.maximum.reduceat(all_lengths, first_of_all) > cap
+        return _Truncation(
+            reports=np.ones(batch, dtype=np.int64),
+            truncated=kept < n_pieces,
+            over_length=full > self.max_length,
+            over_sentences=over_sentences,
+            long_sentences=long_sentences,
+            last_sentence_lost=~last_whole,
+            sentences=n_sentences,
+            lost_sentences=n_sentences - kept_sentences_,
+            pieces=n_pieces,
+            lost_pieces=n_pieces - kept,
+        )
 
     def attention_mask(self, batch: TextBatch) -> torch.Tensor:
         """The ``(B, L, L)`` bool sentence attention mask of a batch (see :func:`sentence_attention_mask`)."""
@@ -267,15 +458,46 @@ class TriBertTokenizer:
         )
 
     def sentences(self, report: str | Sequence[str], *, source: str = "report") -> list[str]:
-        """The sentences a report is tokenised as (cleaned and split, or the given list, normalised)."""
+        """The sentences a report is tokenised as (cleaned and split, or the given list, normalised).
+
+        A character that no token of the vocabulary contains gets a space on both sides (it
+        becomes one ``[UNK]`` word instead of making its whole word ``[UNK]``).
+        """
         if isinstance(report, str):
-            return split_cleaned(clean_report(report, source=source))
+            sentences = split_cleaned(clean_report(report, source=source))
+            return sentences if report.isascii() else [self._isolate_unspellable(s) for s in sentences]
         if not all(isinstance(s, str) for s in report):
             raise TypeError(f"{source}: a report given as a list must hold strings (sentences)")
         sentences = [t for t in (normalize_text(s) for s in report) if t]
         if not sentences:
             raise ReportError(source, "report has no non-empty sentence")
-        return [s.replace("\n", " ") for s in sentences]
+        return [self._isolate_unspellable(s.replace("\n", " ")) for s in sentences]
+
+    def _init_spelling(self) -> None:
+        """The characters the vocabulary can spell (those of its tokens, ``##`` removed)."""
+        prefix = self.tokenizer.backend_tokenizer.model.continuing_subword_prefix
+        tokens = (t[len(prefix) :] if t.startswith(prefix) else t for t in self.tokenizer.get_vocab())
+        self._vocab_chars = frozenset("".join(tokens))
+        self._spellable: dict[str, bool] = {}
+
+    def _isolate_unspellable(self, sentence: str) -> str:
+        """``sentence`` with spaces around the characters no token contains (ASCII is left alone)."""
+        if sentence.isascii():
+            return sentence
+        unknown = []
+        for char in set(sentence):
+            ok = self._spellable.get(char)
+            if ok is None:
+                normalizer = self.tokenizer.backend_tokenizer.normalizer
+                normalized = normalizer.normalize_str(char) if normalizer is not None else char
+                ok = char.isascii() or all(c.isspace() or c in self._vocab_chars for c in normalized)
+                self._spellable[char] = ok
+            if not ok:
+                unknown.append(char)
+        if not unknown:
+            return sentence
+        pattern = "[" + "".join(re.escape(c) for c in sorted(unknown)) + "]"
+        return re.sub(pattern, lambda m: f" {m.group()} ", sentence).strip()
 
     def _split(self, report: str | Sequence[str], source: str) -> list[str]:
         return self.sentences(report, source=source)
@@ -300,6 +522,179 @@ class TriBertTokenizer:
                 words.append(piece)
                 previous = word
         return words
+
+
+class _Truncation(NamedTuple):
+    """Per report of a batch (``(B,)`` arrays): what the length limits took from it."""
+
+    reports: np.ndarray  # 1 per report
+    truncated: np.ndarray  # lost at least one word piece
+    over_length: np.ndarray  # the whole report's layout is longer than max_length
+    over_sentences: np.ndarray  # more than max_sentences sentences
+    long_sentences: np.ndarray  # a sentence longer than max_sentence_tokens pieces
+    last_sentence_lost: np.ndarray  # the last sentence is not kept whole
+    sentences: np.ndarray
+    lost_sentences: np.ndarray  # sentences of which no piece is kept
+    pieces: np.ndarray
+    lost_pieces: np.ndarray
+
+
+@dataclass(frozen=True)
+class TruncationStats:
+    """How many reports of a data set lose text to the length limits (:meth:`TriBertTokenizer.truncation_stats`).
+
+    Attributes:
+        reports: reports counted (``skipped`` ones left out).
+        truncated: reports that lose at least one word piece, for any reason below.
+        over_length: reports whose layout is longer than ``max_length`` tokens.
+        over_sentences: reports with more than ``max_sentences`` sentences.
+        long_sentences: reports with a sentence of more than ``max_sentence_tokens`` pieces.
+        last_sentence_lost: reports whose last sentence (the impression's end in CT-RATE) is not
+            kept whole.
+        sentences, lost_sentences: sentences in all, and sentences of which nothing is kept.
+        pieces, lost_pieces: word pieces in all, and word pieces cut.
+        skipped: reports that could not be tokenised (empty).
+        truncated_indices, skipped_indices: their positions in the input.
+        max_length, max_sentences, max_sentence_tokens, truncation: the tokenizer's limits
+            (``max_sentences``/``max_sentence_tokens`` are None without sentence modelling).
+    """
+
+    reports: int
+    truncated: int
+    over_length: int
+    over_sentences: int
+    long_sentences: int
+    last_sentence_lost: int
+    sentences: int
+    lost_sentences: int
+    pieces: int
+    lost_pieces: int
+    skipped: int
+    truncated_indices: tuple[int, ...]
+    skipped_indices: tuple[int, ...]
+    max_length: int
+    max_sentences: int | None
+    max_sentence_tokens: int | None
+    truncation: str
+
+    def __str__(self) -> str:
+        def share(count: int, total: int) -> str:
+            return f"{count:,} ({100 * count / total:.1f}%)" if total else f"{count:,}"
+
+        causes = [f"{self.over_length:,} longer than {self.max_length} tokens"]
+        if self.max_sentences is not None:
+            causes.append(f"{self.over_sentences:,} with more than {self.max_sentences} sentences")
+            causes.append(f"{self.long_sentences:,} with a sentence over {self.max_sentence_tokens} pieces")
+        lines = [
+            f"{self.reports:,} reports"
+            + (f" ({self.skipped:,} empty ones skipped)" if self.skipped else "")
+            + f", truncation {self.truncation!r}: {share(self.truncated, self.reports)} lose text "
+            f"({', '.join(causes)})",
+            f"last sentence (the impression in CT-RATE) not kept whole: {share(self.last_sentence_lost, self.reports)}",
+            f"word pieces lost: {share(self.lost_pieces, self.pieces)}; "
+            f"sentences lost entirely: {share(self.lost_sentences, self.sentences)}",
+        ]
+        return "\n".join(lines)
+
+
+def _gather(
+    encoded: Sequence[tuple[np.ndarray, np.ndarray, bytes]],
+    max_sentences: int | None,
+    seed: int,
+    keep_ends: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenate the reports' encodings, dropping sentences beyond ``max_sentences``.
+
+    Sentences are dropped as :func:`~velvet.data.tokenization_layout.gather_sentences` drops
+    them (seeded by the report's content); with ``keep_ends`` (and ``max_sentences >= 2``) the
+    first and last sentences are always kept and the others drawn from the middle ones. One
+    Python step per report, none per token.
+
+    Returns:
+        ``ids (P,)``, ``lengths (S,)`` pieces per kept sentence, ``counts (B,)`` kept sentences,
+        ``last_kept (B,)`` whether the last sentence is among the kept ones.
+    """
+    ids, lengths, counts = [], [], []
+    last_kept = np.ones(len(encoded), dtype=bool)
+    for index, (piece_ids, sentence_lengths, key) in enumerate(encoded):
+        count = len(sentence_lengths)
+        if max_sentences is not None and count > max_sentences:
+            if keep_ends and max_sentences >= 2:
+                middle = kept_sentences(count - 2, max_sentences - 2, seed, key) + 1
+                keep = np.concatenate(([0], middle, [count - 1]))
+            else:
+                keep = kept_sentences(count, max_sentences, seed, key)
+            last_kept[index] = keep[-1] == count - 1
+            starts = np.cumsum(sentence_lengths) - sentence_lengths
+            take = sentence_lengths[keep]
+            flat = np.repeat(starts[keep] - (np.cumsum(take) - take), take) + np.arange(int(take.sum()))
+            piece_ids = piece_ids[flat]
+            sentence_lengths = take
+        ids.append(piece_ids)
+        lengths.append(sentence_lengths)
+        counts.append(len(sentence_lengths))
+    return np.concatenate(ids), np.concatenate(lengths), np.asarray(counts, dtype=np.int64), last_kept
+
+
+def _fit_whole_sentences(costs: np.ndarray, counts: np.ndarray, budget: int) -> np.ndarray:
+    """Which sentences to keep so that each report's kept ``costs`` fit in ``budget`` (vectorised).
+
+    Sentences are taken alternately from the start and the end of each report (first, last,
+    second, second-last, ...) while the running total fits, so the middle ones go. The first
+    sentence is always kept (the layout then cuts its end if it alone is too long).
+
+    Args:
+        costs: ``(S,)`` tokens of each sentence (its pieces, plus its ``[SEN_k]``), > 0.
+        counts: ``(B,)`` sentences of each report, >= 1.
+        budget: tokens a report may take.
+
+    Returns:
+        ``(S,)`` bool, True for the sentences kept.
+    """
+    report = np.repeat(np.arange(len(counts)), counts)
+    first = np.cumsum(counts) - counts
+    index = np.arange(len(costs)) - first[report]
+    priority = np.minimum(2 * index, 2 * (counts[report] - 1 - index) + 1)
+    order = np.lexsort((priority, report))  # report-major: each report keeps its block of positions
+    sorted_costs = costs[order]
+    running = np.cumsum(sorted_costs)
+    within = running - (running - sorted_costs)[first][report]
+    keep = np.empty(len(costs), dtype=bool)
+    keep[order] = (within <= budget) | (priority[order] == 0)
+    return keep
+
+
+def _load_error(folder: Path, exc: Exception) -> DataError:
+    """A :class:`DataError` naming the damaged file of a tokenizer folder that failed to load."""
+    advice = (
+        "the file is damaged or truncated (an interrupted copy or write?): copy the tokenizer folder again, "
+        "or re-create it with `velvet tokenizer train`"
+    )
+    for name in _TOKENIZER_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as err:
+            return DataError(path, f"is not UTF-8 text (byte {err.start}); {advice}")
+        except json.JSONDecodeError as err:
+            where = f"line {err.lineno}, column {err.colno}: {err.msg}"
+            return DataError(path, f"is not valid JSON ({where}); {advice}")
+        if name == "tokenizer.json":
+            from tokenizers import Tokenizer
+
+            try:
+                Tokenizer.from_str(json.dumps(data))
+            except Exception as err:
+                return DataError(path, f"is not a Hugging Face tokenizers file ({err}); {advice}")
+    vocab = folder / "vocab.txt"
+    if vocab.is_file():
+        try:
+            vocab.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            return DataError(vocab, f"is not UTF-8 text (byte {err.start}); {advice}")
+    return DataError(folder, f"the tokenizer cannot be loaded ({type(exc).__name__}: {exc})")
 
 
 def _check_positive(**values: int) -> None:
