@@ -92,7 +92,7 @@ def _module_name(path: Path) -> str:
 
 def _root_lazy_targets() -> dict[str, str]:
     """``velvet/__init__.py``'s lazy table: ``from velvet import X`` really imports its target."""
-    table = _lazy_table(ast.parse((_ROOT / "__init__.py").read_text()))
+    table = _lazy_table(ast.parse((_ROOT / "__init__.py").read_text(encoding="utf-8")))
     return {name: target.partition(":")[0] for name, target in table}
 
 
@@ -169,7 +169,7 @@ def subpackage_graph() -> dict[str, dict[str, str]]:
         if source == "velvet":
             continue
         edges = graph.setdefault(source, {})
-        for name, line in imported_modules(path.read_text(), module, is_package=path.name == "__init__.py"):
+        for name, line in imported_modules(path.read_text(encoding="utf-8"), module, is_package=path.name == "__init__.py"):
             target = _subpackage(name)
             if target not in (source, "velvet"):
                 edges.setdefault(target, f"{path.relative_to(_ROOT.parent)}:{line}")

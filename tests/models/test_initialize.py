@@ -67,11 +67,11 @@ def test_a_tokenizer_with_other_ids_is_refused(bert_dir, tmp_path):
     folder, _ = bert_dir
     other = tmp_path / "swapped"
     shutil.copytree(folder, other)
-    spec = json.loads((other / "tokenizer.json").read_text())
+    spec = json.loads((other / "tokenizer.json").read_text(encoding="utf-8"))
     vocab = spec["model"]["vocab"]
     a, b = [t for t in vocab if t.isalpha()][:2]
     vocab[a], vocab[b] = vocab[b], vocab[a]
-    (other / "tokenizer.json").write_text(json.dumps(spec))
+    (other / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
     for extra in other.glob("vocab.txt"):
         extra.unlink()
     tok = TriBertTokenizer.from_pretrained(other, max_length=64)

@@ -6,12 +6,18 @@ per split, leaving out failed cases under ``on_error: skip``; the loaders batch 
 order and apply the recipe's train-time augmentation (:mod:`velvet.data.augment`) to the training
 split only. Subclasses add what their task needs (the pretraining DataModule adds the tokenizer) by
 overriding :meth:`prepare_task_data`, :meth:`setup_task` and :meth:`collate_fn`.
+
+The training loader is a :class:`ResumableDataLoader`: Lightning stores its position inside the epoch
+in every checkpoint, so a run resumed from a mid-epoch checkpoint continues with the batch after the
+last one it trained on, in the same order, instead of restarting the epoch.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +31,7 @@ from velvet.data.dataset import ErrorPolicy, VolumeReportDataset
 from velvet.data.errors import DataError
 from velvet.data.manifest import Manifest, ManifestRecord, read_manifest
 
-__all__ = ["EpochSeededSampler", "ManifestDataModule"]
+__all__ = ["EpochSeededSampler", "ManifestDataModule", "ResumableDataLoader"]
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +198,9 @@ class ManifestDataModule(pl.LightningDataModule):
                 f"the train split has {len(dataset)} cases, fewer than batch_size={self.batch_size}"
             )
         workers = self.num_workers
-        return DataLoader(
+        # the training loader is checkpointed mid-epoch (see ResumableDataLoader); evaluation restarts
+        loader_class = ResumableDataLoader if train else DataLoader
+        return loader_class(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=EpochSeededSampler(dataset, seed=self.seed) if train else None,
@@ -221,7 +229,8 @@ class EpochSeededSampler(RandomSampler):
     Lightning calls ``set_epoch`` every epoch, so a run resumed from a checkpoint sees the same
     order as the uninterrupted run (a plain RandomSampler draws from the global RNG, whose state a
     restart does not restore). Under DDP, Lightning replaces it with a seeded DistributedSampler
-    (it is a RandomSampler, so shuffling is kept).
+    (it is a RandomSampler, so shuffling is kept). Where a resumed epoch continues is the
+    :class:`ResumableDataLoader`'s part.
     """
 
     def __init__(self, data_source: Any, seed: int = 0) -> None:
@@ -235,6 +244,130 @@ class EpochSeededSampler(RandomSampler):
     def __iter__(self):  # type: ignore[override]
         self.generator.manual_seed(self.seed * 1_000_003 + self.epoch)
         return super().__iter__()
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader whose position inside the epoch is saved in Lightning checkpoints.
+
+    Lightning checkpoints the ``state_dict`` of every training loader that has ``state_dict`` /
+    ``load_state_dict`` (its ``_Stateful`` protocol) and hands it back on a resumed run, before the
+    first batch (velvet's tasks make sure of that:
+    :func:`velvet.tasks.checkpointing.restore_training_loader_state`). The state is the sampler's
+    epoch and the number of batches this loader has handed
+    out in that epoch. When the resumed pass belongs to the same epoch (the sampler's ``epoch``,
+    which Lightning sets before the first batch, is the saved one), the first ``batches`` batches
+    of the epoch's order are skipped at the index level (no sample is loaded for them); a state
+    saved at or after the end of an epoch resumes the next epoch from its start.
+
+    Two details make this exact for any sampler with ``set_epoch`` (the
+    :class:`EpochSeededSampler`, or the DistributedSampler that Lightning puts in its place under
+    DDP):
+
+    - the iterator is created lazily, at the first ``next``: Lightning calls ``iter()`` on the
+      loader before it calls ``set_epoch`` on a resumed run, and worker processes would otherwise
+      draw indices of the wrong epoch ahead of time;
+    - batches are counted as they reach the training loop, not as workers prefetch them.
+
+    The skipping wraps DataLoader's ``_index_sampler`` (the attribute its iterators draw indices
+    from), so the loader's ``sampler`` / ``batch_sampler`` stay what Lightning expects to replace.
+
+    Args:
+        *args: :class:`torch.utils.data.DataLoader` arguments.
+        **kwargs: :class:`torch.utils.data.DataLoader` keyword arguments.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pass_epoch: int | None = None  # the sampler epoch of the pass in progress
+        self._batches = 0  # batches of that epoch handed out (skipped ones included)
+        self._skip = 0  # batches the pass in progress skips (read by _SkipBatches)
+        self._resume_from: tuple[int | None, int] | None = None  # a loaded, not yet applied state
+
+    # ------------------------------------------------------------------ Lightning's _Stateful protocol
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position in the epoch: ``{"epoch", "batches", "batch_size", "num_batches"}``.
+
+        Returns:
+            A dict of plain ints (``epoch`` may be None for a sampler without epochs).
+        """
+        pending = self._resume_from  # loaded, and no batch drawn since: the position is still that one
+        epoch, batches = pending if pending is not None else (self._pass_epoch, self._batches)
+        return {"epoch": epoch, "batches": batches, "batch_size": self.batch_size, "num_batches": len(self)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the next pass from a :meth:`state_dict` (applied at the pass's first batch).
+
+        Args:
+            state_dict: what :meth:`state_dict` returned in the run being resumed.
+        """
+        batch_size, num_batches = state_dict.get("batch_size"), state_dict.get("num_batches")
+        if (batch_size, num_batches) != (self.batch_size, len(self)):
+            logger.warning(
+                "resuming a training loader saved with batch_size=%s and %s batches per epoch into one "
+                "with batch_size=%s and %d: the rest of the epoch will not repeat the interrupted run",
+                batch_size, num_batches, self.batch_size, len(self),
+            )
+        epoch = state_dict.get("epoch")
+        self._resume_from = (None if epoch is None else int(epoch), int(state_dict.get("batches", 0)))
+
+    # ------------------------------------------------------------------ iteration
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        return _PassIterator(self)
+
+    @property
+    def _index_sampler(self) -> Any:
+        # the (batch) sampler the DataLoader iterators draw indices from; wrapped so that a resumed
+        # pass drops the batches already trained on before any sample is read
+        return _SkipBatches(super()._index_sampler, self)
+
+    def _start_pass(self) -> Iterator[Any]:
+        """Begin a pass over the data: apply a loaded state, then DataLoader's own iterator."""
+        epoch = getattr(self.sampler, "epoch", None)
+        skip = 0
+        if self._resume_from is not None:
+            saved_epoch, batches = self._resume_from
+            self._resume_from = None
+            if saved_epoch == epoch and 0 < batches < len(self):
+                skip = batches
+                logger.info("resuming epoch %s of the training data after batch %d of %d", epoch, batches, len(self))
+        self._pass_epoch, self._skip, self._batches = epoch, skip, skip
+        return DataLoader.__iter__(self)
+
+
+class _PassIterator:
+    """One pass of a :class:`ResumableDataLoader`, started at its first ``next`` and counted."""
+
+    def __init__(self, loader: ResumableDataLoader) -> None:
+        self._loader = loader
+        self._inner: Iterator[Any] | None = None
+
+    def __iter__(self) -> _PassIterator:
+        return self
+
+    def __next__(self) -> Any:
+        if self._inner is None:
+            self._inner = self._loader._start_pass()
+        batch = next(self._inner)
+        self._loader._batches += 1
+        return batch
+
+
+class _SkipBatches:
+    """A (batch) sampler without the first ``loader._skip`` entries; its length is the full one."""
+
+    def __init__(self, base: Any, loader: ResumableDataLoader) -> None:
+        self.base = base
+        self._loader = loader
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __iter__(self) -> Iterator[Any]:
+        # `_skip` is read now, when a pass starts (DataLoader iterators call iter() on creation and
+        # on every reset of persistent workers), not when the first index is drawn
+        return itertools.islice(iter(self.base), getattr(self._loader, "_skip", 0), None)
 
 
 def _single_thread_worker(_: int) -> None:

@@ -22,25 +22,25 @@ survive. :meth:`TriBertTokenizer.truncation_stats` counts what a data set loses 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from velvet.data.attention_mask import sentence_attention_mask
-from velvet.data.errors import DataError, ReportError
+from velvet.data.errors import ReportError
 from velvet.data.reports import clean_report, normalize_text, split_cleaned
 from velvet.data.sentence_encoder import SentenceEncoder
-from velvet.data.tokenization_layout import build_plain_layout, build_sentence_layout, kept_sentences
+from velvet.data.tokenization_layout import build_plain_layout, build_sentence_layout
+from velvet.data.tokenizer_checks import check_positive, check_wordpiece, load_error
+from velvet.data.truncation import Truncation, TruncationStats, fit_whole_sentences, gather_sentences_kept
 from velvet.types import TextBatch
-from velvet.utils.atomic import save_directory_atomically  # re-exported: models.pretrained imports it
+from velvet.utils.atomic import save_directory_atomically  # re-exported for older imports
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -58,7 +58,6 @@ logger = logging.getLogger(__name__)
 #: ``"end"``: keep the start of a report, cut its end; ``"middle"``: keep whole sentences from both
 #: ends (first, last, second, second-last, ...) and drop the middle ones.
 TRUNCATION_MODES = ("end", "middle")
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
 
 
 class TriBertTokenizer:
@@ -122,8 +121,8 @@ class TriBertTokenizer:
     ) -> None:
         if max_length < 3:  # [CLS] [SEN_1] w, or [CLS] w [SEP]
             raise ValueError(f"max_length must be at least 3, got {max_length}")
-        _check_positive(max_sentences=max_sentences, max_sentence_tokens=max_sentence_tokens)
-        _check_positive(pad_to_multiple_of=pad_to_multiple_of or 1)
+        check_positive(max_sentences=max_sentences, max_sentence_tokens=max_sentence_tokens)
+        check_positive(pad_to_multiple_of=pad_to_multiple_of or 1)
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
         if truncation not in TRUNCATION_MODES:
@@ -136,7 +135,7 @@ class TriBertTokenizer:
         self.seed = int(seed)
         self.cache_size = int(cache_size)
         self.truncation = truncation
-        self.tokenizer = _check_wordpiece(copy.deepcopy(tokenizer))
+        self.tokenizer = check_wordpiece(copy.deepcopy(tokenizer))
         self.sen_tokens = (
             [f"[SEN_{k}]" for k in range(1, self.max_sentences + 1)] if sentence_modeling else []
         )
@@ -175,7 +174,7 @@ class TriBertTokenizer:
         try:
             tokenizer = BertTokenizerFast.from_pretrained(str(folder), local_files_only=True)
         except Exception as exc:  # JSONDecodeError, UnicodeDecodeError, the Rust parser's Exception
-            raise _load_error(folder, exc) from None
+            raise load_error(folder, exc) from None
         return cls(tokenizer, **options)
 
     def _add_sentence_tokens(self) -> None:
@@ -295,11 +294,11 @@ class TriBertTokenizer:
         if isinstance(reports, str):
             raise TypeError("reports must be a sequence of reports; wrap a single report in a list")
         step = max(1, int(batch_size))
-        totals = dict.fromkeys(_Truncation._fields, 0)
+        totals = dict.fromkeys(Truncation._fields, 0)
         truncated: list[int] = []
         skipped: list[int] = []
 
-        def info(indices: list[int]) -> _Truncation:
+        def info(indices: list[int]) -> Truncation:
             _, found = self._encode([reports[i] for i in indices], seed=seed, sources=None, with_info=True)
             assert found is not None
             return found
@@ -316,7 +315,7 @@ class TriBertTokenizer:
                     except ReportError:
                         skipped.append(i)
             for indices, found in parts:
-                for field in _Truncation._fields:
+                for field in Truncation._fields:
                     totals[field] += int(getattr(found, field).sum())
                 truncated.extend(np.asarray(indices)[found.truncated].tolist())
         return TruncationStats(
@@ -337,7 +336,7 @@ class TriBertTokenizer:
         seed: int | None,
         sources: Sequence[str] | None,
         with_info: bool = False,
-    ) -> tuple[dict[str, np.ndarray], _Truncation | None]:
+    ) -> tuple[dict[str, np.ndarray], Truncation | None]:
         """The layout arrays of a batch and, ``with_info``, per report what truncation took from it."""
         if isinstance(reports, str):
             raise TypeError("reports must be a sequence of reports; wrap a single report in a list")
@@ -351,16 +350,16 @@ class TriBertTokenizer:
         keep_ends = self.truncation == "middle"
         batch = len(encoded)
         if self.sentence_modeling:
-            ids, lengths, counts, last_selected = _gather(encoded, self.max_sentences, seed, keep_ends)
+            ids, lengths, counts, last_selected = gather_sentences_kept(encoded, self.max_sentences, seed, keep_ends)
             costs, budget = np.minimum(lengths, self.max_sentence_tokens) + 1, self.max_length - 1
         else:
-            ids, lengths, counts, last_selected = _gather(encoded, None, seed, keep_ends)
+            ids, lengths, counts, last_selected = gather_sentences_kept(encoded, None, seed, keep_ends)
             costs, budget = lengths, self.max_length - 2
         last_fits = np.ones(batch, dtype=bool)
         if keep_ends:
             report_of_sentence = np.repeat(np.arange(batch), counts)
             if (np.bincount(report_of_sentence, weights=costs, minlength=batch) > budget).any():
-                keep = _fit_whole_sentences(costs, counts, budget)
+                keep = fit_whole_sentences(costs, counts, budget)
                 last_fits = keep[np.cumsum(counts) - 1]
                 ids = ids[np.repeat(keep, lengths)]
                 lengths = lengths[keep]
@@ -401,7 +400,7 @@ class TriBertTokenizer:
         lengths: np.ndarray,
         counts: np.ndarray,
         last_chosen: np.ndarray,
-    ) -> _Truncation:
+    ) -> Truncation:
         """What truncation took from each report (vectorised over the batch).
 
         Args:
@@ -438,7 +437,7 @@ class TriBertTokenizer:
             last_whole &= all_lengths[first_of_all + n_sentences - 1] <= cap
             over_sentences = n_sentences > self.max_sentences
             long_sentences = np.maximum.reduceat(all_lengths, first_of_all) > cap
-        return _Truncation(
+        return Truncation(
             reports=np.ones(batch, dtype=np.int64),
             truncated=kept < n_pieces,
             over_length=full > self.max_length,
@@ -522,200 +521,3 @@ class TriBertTokenizer:
                 words.append(piece)
                 previous = word
         return words
-
-
-class _Truncation(NamedTuple):
-    """Per report of a batch (``(B,)`` arrays): what the length limits took from it."""
-
-    reports: np.ndarray  # 1 per report
-    truncated: np.ndarray  # lost at least one word piece
-    over_length: np.ndarray  # the whole report's layout is longer than max_length
-    over_sentences: np.ndarray  # more than max_sentences sentences
-    long_sentences: np.ndarray  # a sentence longer than max_sentence_tokens pieces
-    last_sentence_lost: np.ndarray  # the last sentence is not kept whole
-    sentences: np.ndarray
-    lost_sentences: np.ndarray  # sentences of which no piece is kept
-    pieces: np.ndarray
-    lost_pieces: np.ndarray
-
-
-@dataclass(frozen=True)
-class TruncationStats:
-    """How many reports of a data set lose text to the length limits (:meth:`TriBertTokenizer.truncation_stats`).
-
-    Attributes:
-        reports: reports counted (``skipped`` ones left out).
-        truncated: reports that lose at least one word piece, for any reason below.
-        over_length: reports whose layout is longer than ``max_length`` tokens.
-        over_sentences: reports with more than ``max_sentences`` sentences.
-        long_sentences: reports with a sentence of more than ``max_sentence_tokens`` pieces.
-        last_sentence_lost: reports whose last sentence (the impression's end in CT-RATE) is not
-            kept whole.
-        sentences, lost_sentences: sentences in all, and sentences of which nothing is kept.
-        pieces, lost_pieces: word pieces in all, and word pieces cut.
-        skipped: reports that could not be tokenised (empty).
-        truncated_indices, skipped_indices: their positions in the input.
-        max_length, max_sentences, max_sentence_tokens, truncation: the tokenizer's limits
-            (``max_sentences``/``max_sentence_tokens`` are None without sentence modelling).
-    """
-
-    reports: int
-    truncated: int
-    over_length: int
-    over_sentences: int
-    long_sentences: int
-    last_sentence_lost: int
-    sentences: int
-    lost_sentences: int
-    pieces: int
-    lost_pieces: int
-    skipped: int
-    truncated_indices: tuple[int, ...]
-    skipped_indices: tuple[int, ...]
-    max_length: int
-    max_sentences: int | None
-    max_sentence_tokens: int | None
-    truncation: str
-
-    def __str__(self) -> str:
-        def share(count: int, total: int) -> str:
-            return f"{count:,} ({100 * count / total:.1f}%)" if total else f"{count:,}"
-
-        causes = [f"{self.over_length:,} longer than {self.max_length} tokens"]
-        if self.max_sentences is not None:
-            causes.append(f"{self.over_sentences:,} with more than {self.max_sentences} sentences")
-            causes.append(f"{self.long_sentences:,} with a sentence over {self.max_sentence_tokens} pieces")
-        lines = [
-            f"{self.reports:,} reports"
-            + (f" ({self.skipped:,} empty ones skipped)" if self.skipped else "")
-            + f", truncation {self.truncation!r}: {share(self.truncated, self.reports)} lose text "
-            f"({', '.join(causes)})",
-            f"last sentence (the impression in CT-RATE) not kept whole: {share(self.last_sentence_lost, self.reports)}",
-            f"word pieces lost: {share(self.lost_pieces, self.pieces)}; "
-            f"sentences lost entirely: {share(self.lost_sentences, self.sentences)}",
-        ]
-        return "\n".join(lines)
-
-
-def _gather(
-    encoded: Sequence[tuple[np.ndarray, np.ndarray, bytes]],
-    max_sentences: int | None,
-    seed: int,
-    keep_ends: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Concatenate the reports' encodings, dropping sentences beyond ``max_sentences``.
-
-    Sentences are dropped as :func:`~velvet.data.tokenization_layout.gather_sentences` drops
-    them (seeded by the report's content); with ``keep_ends`` (and ``max_sentences >= 2``) the
-    first and last sentences are always kept and the others drawn from the middle ones. One
-    Python step per report, none per token.
-
-    Returns:
-        ``ids (P,)``, ``lengths (S,)`` pieces per kept sentence, ``counts (B,)`` kept sentences,
-        ``last_kept (B,)`` whether the last sentence is among the kept ones.
-    """
-    ids, lengths, counts = [], [], []
-    last_kept = np.ones(len(encoded), dtype=bool)
-    for index, (piece_ids, sentence_lengths, key) in enumerate(encoded):
-        count = len(sentence_lengths)
-        if max_sentences is not None and count > max_sentences:
-            if keep_ends and max_sentences >= 2:
-                middle = kept_sentences(count - 2, max_sentences - 2, seed, key) + 1
-                keep = np.concatenate(([0], middle, [count - 1]))
-            else:
-                keep = kept_sentences(count, max_sentences, seed, key)
-            last_kept[index] = keep[-1] == count - 1
-            starts = np.cumsum(sentence_lengths) - sentence_lengths
-            take = sentence_lengths[keep]
-            flat = np.repeat(starts[keep] - (np.cumsum(take) - take), take) + np.arange(int(take.sum()))
-            piece_ids = piece_ids[flat]
-            sentence_lengths = take
-        ids.append(piece_ids)
-        lengths.append(sentence_lengths)
-        counts.append(len(sentence_lengths))
-    return np.concatenate(ids), np.concatenate(lengths), np.asarray(counts, dtype=np.int64), last_kept
-
-
-def _fit_whole_sentences(costs: np.ndarray, counts: np.ndarray, budget: int) -> np.ndarray:
-    """Which sentences to keep so that each report's kept ``costs`` fit in ``budget`` (vectorised).
-
-    Sentences are taken alternately from the start and the end of each report (first, last,
-    second, second-last, ...) while the running total fits, so the middle ones go. The first
-    sentence is always kept (the layout then cuts its end if it alone is too long).
-
-    Args:
-        costs: ``(S,)`` tokens of each sentence (its pieces, plus its ``[SEN_k]``), > 0.
-        counts: ``(B,)`` sentences of each report, >= 1.
-        budget: tokens a report may take.
-
-    Returns:
-        ``(S,)`` bool, True for the sentences kept.
-    """
-    report = np.repeat(np.arange(len(counts)), counts)
-    first = np.cumsum(counts) - counts
-    index = np.arange(len(costs)) - first[report]
-    priority = np.minimum(2 * index, 2 * (counts[report] - 1 - index) + 1)
-    order = np.lexsort((priority, report))  # report-major: each report keeps its block of positions
-    sorted_costs = costs[order]
-    running = np.cumsum(sorted_costs)
-    within = running - (running - sorted_costs)[first][report]
-    keep = np.empty(len(costs), dtype=bool)
-    keep[order] = (within <= budget) | (priority[order] == 0)
-    return keep
-
-
-def _load_error(folder: Path, exc: Exception) -> DataError:
-    """A :class:`DataError` naming the damaged file of a tokenizer folder that failed to load."""
-    advice = (
-        "the file is damaged or truncated (an interrupted copy or write?): copy the tokenizer folder again, "
-        "or re-create it with `velvet tokenizer train`"
-    )
-    for name in _TOKENIZER_FILES:
-        path = folder / name
-        if not path.is_file():
-            continue
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as err:
-            return DataError(path, f"is not UTF-8 text (byte {err.start}); {advice}")
-        except json.JSONDecodeError as err:
-            where = f"line {err.lineno}, column {err.colno}: {err.msg}"
-            return DataError(path, f"is not valid JSON ({where}); {advice}")
-        if name == "tokenizer.json":
-            from tokenizers import Tokenizer
-
-            try:
-                Tokenizer.from_str(json.dumps(data))
-            except Exception as err:
-                return DataError(path, f"is not a Hugging Face tokenizers file ({err}); {advice}")
-    vocab = folder / "vocab.txt"
-    if vocab.is_file():
-        try:
-            vocab.read_text(encoding="utf-8")
-        except UnicodeDecodeError as err:
-            return DataError(vocab, f"is not UTF-8 text (byte {err.start}); {advice}")
-    return DataError(folder, f"the tokenizer cannot be loaded ({type(exc).__name__}: {exc})")
-
-
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if int(value) < 1:
-            raise ValueError(f"{name} must be positive, got {value}")
-
-
-def _check_wordpiece(tokenizer: Any) -> Any:
-    from tokenizers.models import WordPiece
-
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        raise ValueError(f"a fast (Rust-backed) tokenizer is required, got {type(tokenizer).__name__}")
-    if not isinstance(backend.model, WordPiece):
-        raise ValueError(f"a WordPiece tokenizer is required, got a {type(backend.model).__name__} model")
-    for name in ("cls_token_id", "sep_token_id", "pad_token_id", "mask_token_id"):
-        if getattr(tokenizer, name, None) is None:
-            raise ValueError(
-                f"the tokenizer has no {name[:-3]} ([CLS], [SEP], [PAD] and [MASK] are required)"
-            )
-    if len(tokenizer) <= 5:
-        raise ValueError(f"the tokenizer has only {len(tokenizer)} tokens: its vocabulary was not loaded")
-    return tokenizer

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from velvet.data.errors import ReportError
 from velvet.data.reports import clean_report
-from velvet.data.tokenization import save_directory_atomically
+from velvet.utils.atomic import save_directory_atomically
 
 __all__ = [
     "BERT_SPECIAL_TOKENS",

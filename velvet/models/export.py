@@ -13,7 +13,23 @@ __all__ = ["export_checkpoint"]
 _MODEL_PREFIX = "pretrainer.model."
 
 
-def _tokenizer(meta: Mapping[str, Any], ckpt: Path, tokenizer_dir: str | os.PathLike[str] | None) -> Any:
+def _tokenizer(
+    meta: Mapping[str, Any], ckpt: Path, tokenizer_dir: str | os.PathLike[str] | None, scratch: Path
+) -> Any:
+    """The run's tokenizer: from ``tokenizer_dir``, the checkpoint's files, or the run's folder.
+
+    Args:
+        meta: the checkpoint's ``velvet`` record.
+        ckpt: the checkpoint (for messages).
+        tokenizer_dir: a folder given by the user (first choice).
+        scratch: an empty temporary folder the caller removes, for the files carried in the checkpoint.
+
+    Returns:
+        A :class:`~velvet.data.tokenization.TriBertTokenizer`.
+
+    Raises:
+        ValueError: no tokenizer can be found, or a carried file name escapes its folder.
+    """
     from velvet.data.tokenization import TriBertTokenizer
 
     options = dict(meta.get("tokenizer", {}).get("config", {}))
@@ -21,7 +37,7 @@ def _tokenizer(meta: Mapping[str, Any], ckpt: Path, tokenizer_dir: str | os.Path
         return TriBertTokenizer.from_pretrained(tokenizer_dir, **options)
     files = meta.get("tokenizer_files")
     if files:  # the vocabulary travels inside the checkpoint
-        folder = Path(tempfile.mkdtemp(prefix="velvet-tokenizer-"))
+        folder = scratch
         for name, text in files.items():
             target = (folder / name).resolve()
             if folder.resolve() not in target.parents:
@@ -83,9 +99,12 @@ def export_checkpoint(
         "global_step": data.get("global_step"),
         **dict(metadata or {}),
     }
-    return model.save_pretrained(
-        out_dir,
-        preprocess=PreprocessContract.from_dict(preprocess) if preprocess else None,
-        tokenizer=_tokenizer(meta, ckpt, tokenizer_dir),
-        metadata=info,
-    )
+    # the vocabulary carried in the checkpoint is written to a temporary folder for the tokenizer to
+    # load, removed again (errors included) once the pretrained directory is written
+    with tempfile.TemporaryDirectory(prefix="velvet-tokenizer-") as scratch:
+        return model.save_pretrained(
+            out_dir,
+            preprocess=PreprocessContract.from_dict(preprocess) if preprocess else None,
+            tokenizer=_tokenizer(meta, ckpt, tokenizer_dir, Path(scratch)),
+            metadata=info,
+        )

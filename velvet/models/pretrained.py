@@ -8,6 +8,11 @@ A pretrained directory holds::
     model.safetensors    the weights
     tokenizer/           the TriBERT vocabulary (when a tokenizer was saved with the model)
 
+``config.json`` also records the sha256 and size of the weights
+(``"files": {"model.safetensors": {"sha256": ..., "size": ...}}``); ``from_pretrained`` checks
+every file listed there before loading (``verify=False`` skips it) and names the file that does
+not match. Directories written before the digests were added load unchecked.
+
 ``kind`` is ``velvet`` (the whole :class:`~velvet.models.velvet.VelvetModel`: encoders, image-text
 projections, temperature, visual adapter; no pretraining-objective heads), ``vision`` (a vision
 encoder alone) or ``text`` (TriBERT alone). Format version 1 (velvet 0.1) also stored the
@@ -20,6 +25,7 @@ half-written model. Loading is strict by default and reports mismatched keys as 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,10 +37,12 @@ from torch import nn
 __all__ = [
     "CONFIG_NAME",
     "WEIGHTS_NAME",
+    "PretrainedIntegrityError",
     "from_pretrained",
     "model_kind",
     "read_pretrained_config",
     "save_pretrained",
+    "verify_pretrained_files",
 ]
 
 FORMAT = "velvet-pretrained"
@@ -43,6 +51,12 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
 _PREFIX = {"vision": "vision.", "text": "text."}
+
+logger = logging.getLogger(__name__)
+
+
+class PretrainedIntegrityError(ValueError):
+    """A file of a pretrained directory differs from the digest its ``config.json`` records."""
 
 
 def model_kind(model: nn.Module) -> str:
@@ -106,7 +120,7 @@ def save_pretrained(
     from safetensors.torch import save_file
 
     from velvet.data.contract import PreprocessContract
-    from velvet.data.tokenization import save_directory_atomically
+    from velvet.utils.atomic import save_directory_atomically
 
     kind = model_kind(model)
     target = Path(directory)
@@ -138,9 +152,67 @@ def save_pretrained(
         os.chmod(Path(tmp) / WEIGHTS_NAME, 0o666 & ~umask)  # safetensors writes owner-only files
         if tokenizer is not None:
             tokenizer.tokenizer.save_pretrained(str(Path(tmp) / TOKENIZER_DIR))
+        config["files"] = _file_digests(Path(tmp), [WEIGHTS_NAME])
         (Path(tmp) / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
     return save_directory_atomically(write, directory)
+
+
+def _file_digests(folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    """``{name: {"sha256": hex digest, "size": bytes}}`` of the files ``names`` (POSIX paths) of ``folder``."""
+    from velvet.utils.hashing import sha256_file
+
+    return {name: {"sha256": sha256_file(folder / name), "size": (folder / name).stat().st_size} for name in names}
+
+
+def verify_pretrained_files(folder: str | os.PathLike[str], config: Mapping[str, Any]) -> int:
+    """Check the files of a pretrained directory against the digests in its ``config.json``.
+
+    Sizes are compared first (free), then sha256 digests (reads every listed file once).
+
+    Args:
+        folder: the pretrained directory.
+        config: its ``config.json`` (:func:`read_pretrained_config`).
+
+    Returns:
+        The number of files checked; 0 for a directory written without digests (logged at debug level).
+
+    Raises:
+        PretrainedIntegrityError: a listed file is missing, has another size or another sha256; the
+            message names the file and both digests.
+        ValueError: the ``files`` field is malformed or names a path outside the directory.
+    """
+    from velvet.utils.hashing import sha256_file
+
+    root = Path(folder)
+    files = config.get("files")
+    if files is None:
+        logger.debug("%s: config.json lists no file digests (written by an older velvet): files not verified", root)
+        return 0
+    if not isinstance(files, Mapping):
+        raise ValueError(f"{root / CONFIG_NAME}: 'files' must map file names to {{sha256, size}}")
+    for name, expected in files.items():
+        path = (root / name).resolve()
+        if root.resolve() not in path.parents or not isinstance(expected, Mapping) or "sha256" not in expected:
+            raise ValueError(f"{root / CONFIG_NAME}: bad 'files' entry {name!r}")
+        if not path.is_file():
+            raise PretrainedIntegrityError(
+                f"{root / name}: missing (config.json lists it with sha256 {expected['sha256']})"
+            )
+        size = path.stat().st_size
+        if "size" in expected and size != int(expected["size"]):
+            raise PretrainedIntegrityError(
+                f"{root / name}: {size} bytes, config.json records {expected['size']}: the file is truncated "
+                "or was replaced; copy the model directory again (or load with verify=False at your own risk)"
+            )
+        actual = sha256_file(path)
+        if actual != str(expected["sha256"]).lower():
+            raise PretrainedIntegrityError(
+                f"{root / name}: sha256 {actual} does not match {expected['sha256']} recorded in config.json: "
+                "the file is corrupt or was modified; copy the model directory again (or load with "
+                "verify=False at your own risk)"
+            )
+    return len(files)
 
 
 def _holds_other_files(folder: Path) -> bool:
@@ -218,6 +290,7 @@ def from_pretrained(
     kind: str | None = None,
     strict: bool = True,
     map_location: str | torch.device = "cpu",
+    verify: bool = True,
 ) -> nn.Module:
     """Load a pretrained directory (or a registered ``<arch>.<tag>`` name).
 
@@ -228,6 +301,8 @@ def from_pretrained(
             what the directory holds.
         strict: fail on any missing / unexpected / mismatched weight (the error lists them).
         map_location: device for the weights.
+        verify: check the files against the sha256 digests in ``config.json`` first
+            (:func:`verify_pretrained_files`); False skips reading them twice.
 
     Returns:
         The model in eval mode. A whole model or TriBERT gets ``.tokenizer`` (when saved) and every
@@ -235,6 +310,7 @@ def from_pretrained(
 
     Raises:
         FileNotFoundError, ValueError: see :func:`read_pretrained_config`;
+        PretrainedIntegrityError: a file differs from its recorded digest (a ``ValueError``);
         velvet.models.weights.WeightsMismatchError: the weights do not fit the architecture.
     """
     from velvet.data.contract import PreprocessContract
@@ -248,6 +324,8 @@ def from_pretrained(
         raise ValueError(f"kind must be 'velvet', 'vision' or 'text', got {kind!r}")
     if kind != stored and stored != "velvet":
         raise ValueError(f"{folder} holds a {stored} model; it has no {kind} part")
+    if verify:
+        verify_pretrained_files(folder, config)
     weights = read_weights(folder / WEIGHTS_NAME, map_location=map_location)
     architecture = config["model"]
     if stored == "velvet" and int(config.get("format_version", 1)) < 2:

@@ -8,7 +8,13 @@ parameters are optimised) plus :meth:`trainable_modules` when more modules train
 Randomness: every random choice of a step is drawn from :meth:`step_generator`, a generator on the
 task's device seeded by ``(seed, step, stage, rank)``; dropout uses the global RNG, which
 :meth:`on_train_batch_start` reseeds from the same numbers. A step is therefore a function of its
-inputs and seed on any device, and a run restarted from a checkpoint repeats the uninterrupted run.
+inputs and seed on any device, and a run restarted from a checkpoint repeats the uninterrupted run
+(the training loader resumes mid-epoch at the batch after the checkpoint:
+:class:`~velvet.data.datamodule_base.ResumableDataLoader`).
+
+Checkpoints: :meth:`VelvetTask.setup` makes the trainer write them atomically
+(:class:`~velvet.tasks.checkpointing.AtomicCheckpointIO`) unless it was given a CheckpointIO of its own;
+:meth:`VelvetTask.on_train_start` hands the training loader its saved position on a resumed run.
 """
 
 from __future__ import annotations
@@ -96,6 +102,27 @@ class VelvetTask(pl.LightningModule):
     """Base of velvet's LightningModules (see the module docstring)."""
 
     model: nn.Module
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def setup(self, stage: str) -> None:
+        """Make the trainer write checkpoints atomically (:func:`~velvet.tasks.checkpointing.use_atomic_checkpoints`).
+
+        Args:
+            stage: ``fit``, ``validate``, ``test`` or ``predict``.
+        """
+        from velvet.tasks.checkpointing import use_atomic_checkpoints
+
+        use_atomic_checkpoints(self.trainer)
+
+    def on_train_start(self) -> None:
+        """Put the training loader where a mid-epoch checkpoint left it.
+
+        See :func:`~velvet.tasks.checkpointing.restore_training_loader_state`.
+        """
+        from velvet.tasks.checkpointing import restore_training_loader_state
+
+        restore_training_loader_state(self.trainer)
 
     # ------------------------------------------------------------------ randomness
 
