@@ -1,4 +1,4 @@
-"""One training step of every objective on CUDA: bf16 runs, fp32 matches the CPU (skipped without CUDA).
+"""One training step of every pretraining recipe's tiny variant on CUDA: bf16 runs, fp32 matches the CPU.
 
 Run on a GPU machine with ``python -m pytest -q -m gpu tests/gpu``. Random draws (MLM masks, SSL
 views, hard negatives) come from a generator on the batch's device, so CPU and CUDA draw different
@@ -19,14 +19,17 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 
-# the objectives of each pretraining recipe (recipes/pretrain/*.yaml), on the tiny model
-RECIPE_OBJECTIVES = {
-    "full_btsv": tuple(OBJECTIVES),
-    "allitc": ("itc_report", "itc_sentence", "itc_word"),
-    "allitc_visssl": ("itc_report", "itc_sentence", "itc_word", "vis_ssl"),
-    "allitc_txtssl": ("itc_report", "itc_sentence", "itc_word", "txt_mlm"),
-    "allitc_mmssl": ("itc_report", "itc_sentence", "itc_word", "itm", "mm_mlm"),
-    "topitc": ("itc_report",),
+SWIN = {"vision": {"preset": "swin-tiny", "img_size": [64, 64, 64]}}
+# each pretraining recipe (recipes/pretrain/*.yaml) as a tiny variant: objectives, model overrides, input
+RECIPES = {
+    "full_btsv": (tuple(OBJECTIVES), SWIN, (64, 64, 64)),
+    "allitc": (("itc_report", "itc_sentence", "itc_word"), SWIN, (64, 64, 64)),
+    "allitc_visssl": (("itc_report", "itc_sentence", "itc_word", "vis_ssl"), SWIN, (64, 64, 64)),
+    "allitc_txtssl": (("itc_report", "itc_sentence", "itc_word", "txt_mlm"), SWIN, (64, 64, 64)),
+    "allitc_mmssl": (("itc_report", "itc_sentence", "itc_word", "itm", "mm_mlm"), SWIN, (64, 64, 64)),
+    "topitc": (("itc_report",), SWIN, (64, 64, 64)),
+    "demo": (("itc_report",), {"projection_norm": "batch"}, (32, 32, 32)),
+    "vit3d_clip": (("itc_report",), {"vision": {"preset": "vit3d-tiny"}}, (64, 64, 16)),
 }
 DETERMINISTIC = ("itc_report_loss", "itc_sentence_loss", "itc_word_loss")
 
@@ -35,15 +38,18 @@ def _to(batch, device):
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def _pretrainer(tokenizer, objectives):
-    return make_pretrainer(tokenizer, objectives=objectives, dropout=0.0,
-                           vision={"preset": "swin-tiny", "img_size": [64, 64, 64]})
+def _setup(recipe, tokenizer, reports):
+    objectives, overrides, shape = RECIPES[recipe]
+    pre = make_pretrainer(tokenizer, objectives=objectives, dropout=0.0, **overrides)
+    batch = make_batch(tokenizer, reports, 4)
+    batch["image"] = torch.rand(4, 1, *shape, generator=torch.Generator().manual_seed(0))
+    return pre, batch
 
 
-@pytest.mark.parametrize("recipe", sorted(RECIPE_OBJECTIVES))
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_bf16_step_runs_on_cuda_without_leaving_the_device(recipe, tokenizer, reports):
-    pre = _pretrainer(tokenizer, RECIPE_OBJECTIVES[recipe]).cuda()
-    batch = _to(make_batch(tokenizer, reports, 4, size=64), "cuda")
+    pre, batch = _setup(recipe, tokenizer, reports)
+    pre, batch = pre.cuda(), _to(batch, "cuda")
     generator = torch.Generator(device="cuda").manual_seed(0)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         out = pre(batch, generator)
@@ -53,10 +59,9 @@ def test_bf16_step_runs_on_cuda_without_leaving_the_device(recipe, tokenizer, re
     assert all(p.grad is None or p.grad.is_cuda for p in pre.parameters())
 
 
-@pytest.mark.parametrize("recipe", sorted(RECIPE_OBJECTIVES))
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_fp32_cuda_matches_cpu_and_is_a_function_of_the_seed(recipe, tokenizer, reports):
-    pre = _pretrainer(tokenizer, RECIPE_OBJECTIVES[recipe])
-    batch = make_batch(tokenizer, reports, 4, size=64)
+    pre, batch = _setup(recipe, tokenizer, reports)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     cpu = pre(batch, torch.Generator().manual_seed(0))
