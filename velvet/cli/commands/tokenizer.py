@@ -46,19 +46,8 @@ def add_parser(subparsers: Any) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     train = actions.add_parser("train", help="train a WordPiece vocabulary on a report corpus")
-    train.add_argument(
-        "--corpus", required=True, type=Path, help="manifest, CSV, .txt file or folder of .txt"
-    )
+    _add_corpus_options(train, split="train")
     train.add_argument("--out", required=True, type=Path, help="tokenizer folder to write")
-    train.add_argument(
-        "--column", default="report_text", help="report column of a plain CSV (default %(default)s)"
-    )
-    train.add_argument(
-        "--split",
-        default="train",
-        choices=("train", "val", "test", "all"),
-        help="manifest split (default %(default)s)",
-    )
     train.add_argument("--vocab-size", type=int, default=8000, help="vocabulary size (default %(default)s)")
     train.add_argument("--min-frequency", type=int, default=2, help="least merge count (default %(default)s)")
     train.add_argument(
@@ -81,22 +70,26 @@ def add_parser(subparsers: Any) -> None:
         "stats", help="count the reports of a corpus that lose text to the length limits"
     )
     stats.add_argument("--tokenizer", required=True, type=Path, help="tokenizer folder")
-    stats.add_argument(
-        "--corpus", required=True, type=Path, help="manifest, CSV, .txt file or folder of .txt"
-    )
-    stats.add_argument(
-        "--column", default="report_text", help="report column of a plain CSV (default %(default)s)"
-    )
-    stats.add_argument(
-        "--split",
-        default="all",
-        choices=("train", "val", "test", "all"),
-        help="manifest split (default %(default)s)",
-    )
+    _add_corpus_options(stats, split="all")
     _add_encoding(stats)
     _add_layout_options(stats)
     stats.set_defaults(func=run_stats)
     parser.set_defaults(func=run)
+
+
+def _add_corpus_options(parser: argparse.ArgumentParser, *, split: str) -> None:
+    parser.add_argument(
+        "--corpus", required=True, type=Path, help="manifest, CSV, .txt file or folder of .txt"
+    )
+    parser.add_argument(
+        "--column", default="report_text", help="report column of a plain CSV (default %(default)s)"
+    )
+    parser.add_argument(
+        "--split",
+        default=split,
+        choices=("train", "val", "test", "all"),
+        help="manifest split (default %(default)s)",
+    )
 
 
 def _add_encoding(parser: argparse.ArgumentParser) -> None:
