@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,12 +142,17 @@ class WarmReport:
         failures: ``(case id, error message)`` of volumes that failed with a data error; the
             message starts with the case id (``"case 'c7': /data/c7.nii.gz: empty file"``).
         stale_removed: temporaries of killed writers removed before warming.
+        not_ct: ``(case id, message)`` of cases cached although their raw intensities do not match
+            the contract's input (:mod:`velvet.data.ct_check`: MR, label maps, 8-bit images for an HU
+            contract ...); each is also a :class:`~velvet.data.errors.NotCTWarning`. Under
+            ``VELVET_CT_CHECK=strict`` such cases are refused and appear in ``failures`` instead.
     """
 
     created: int = 0
     cached: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     stale_removed: int = 0
+    not_ct: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -261,12 +267,19 @@ class VolumeCache:
         from safetensors.torch import save_file
 
         target = self.path(self.key(record))
-        try:
-            out = self._compute.get_or_create(record)
-        except DataError as exc:
-            if not getattr(exc, "transient", False):  # a machine's limits are not the file's fault
-                atomic_write(target.with_suffix(".error.json"), _error_record(exc, record))
-            raise
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                out = self._compute.get_or_create(record)
+            except DataError as exc:
+                if not getattr(exc, "transient", False):  # a machine's limits are not the file's fault
+                    atomic_write(target.with_suffix(".error.json"), _error_record(exc, record))
+                raise
+            finally:
+                caught_now = list(caught)
+        for w in caught_now:  # passed on to the caller's filters
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        not_ct = [str(w.message) for w in caught_now if issubclass(w.category, _errors.NotCTWarning)]
         tensors = {k: v.contiguous() for k, v in out.items() if k != "affine"}
         meta = {
             "affine": json.dumps(out["affine"].tolist()),
@@ -274,6 +287,8 @@ class VolumeCache:
             "source": record.volume,
             "contract": self.contract.name,
         }
+        if not_ct:  # remembered, so a later warm-up still counts the case
+            meta["not_ct"] = not_ct[0]
         if "label_map" in out and record.label_map is not None:
             meta["label_source"] = record.label_map  # on the image's grid: the one affine is both's
             meta["label_geometry"] = getattr(record, "label_geometry", "check")
@@ -316,13 +331,16 @@ class VolumeCache:
         )
         report = WarmReport(stale_removed=removed)
         bar = tqdm(loader, total=len(records), desc="caching volumes", unit="vol", disable=not progress)
-        for rid, status, message in bar:
+        for rid, status, message, not_ct in bar:
             if status == "created":
                 report.created += 1
             elif status == "cached":
                 report.cached += 1
             else:
                 report.failures.append((rid, message))
+            if not_ct:  # warned here: a worker's warnings never reach this process
+                report.not_ct.append((rid, not_ct))
+                warnings.warn(not_ct, _errors.NotCTWarning, stacklevel=2)
             bar.set_postfix(failed=len(report.failures), refresh=False)
         return report
 
@@ -334,18 +352,43 @@ class _WarmDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> tuple[str, str, str]:
+    def __getitem__(self, i: int) -> tuple[str, str, str, str]:
         record = self.records[i]
         try:
             key = self.cache.key(record)
-            if self.cache.path(key).exists():
-                return record.id, "cached", ""
-            self.cache.get_or_create(record)
-            return record.id, "created", ""
+            target = self.cache.path(key)
+            if target.exists():
+                return record.id, "cached", "", _recorded_not_ct(target)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self.cache.get_or_create(record)
+            not_ct = ""
+            for w in caught:
+                if issubclass(w.category, _errors.NotCTWarning):
+                    not_ct = not_ct or str(w.message)  # warned by warm(), in the main process
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            return record.id, "created", "", not_ct
         except DataError as exc:
-            return record.id, "failed", f"case {record.id!r}: {exc}"
+            return record.id, "failed", f"case {record.id!r}: {exc}", ""
         except (MemoryError, OSError) as exc:  # not the file's fault (not cached), but not fatal either
-            return record.id, "failed", f"case {record.id!r}: {record.volume}: {type(exc).__name__}: {exc}"
+            return (
+                record.id,
+                "failed",
+                f"case {record.id!r}: {record.volume}: {type(exc).__name__}: {exc}",
+                "",
+            )
+
+
+def _recorded_not_ct(target: Path) -> str:
+    """The not-CT message stored with a cache entry ("" if none, or unreadable: load() repairs it)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(target), framework="pt") as fh:
+            return (fh.metadata() or {}).get("not_ct", "")
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return ""
 
 
 def _identity(x: Any) -> Any:
@@ -458,7 +501,12 @@ class UncachedVolumes:
             from velvet.data.transforms import create_transforms
 
             self._transforms[with_label] = create_transforms(self.contract, label_map=with_label)
-        data: dict[str, Any] = {"image": record.volume, "spacing": record.spacing, "rescale": record.rescale}
+        data: dict[str, Any] = {
+            "image": record.volume,
+            "spacing": record.spacing,
+            "rescale": record.rescale,
+            "case_id": record.id,  # named by the intensity check (velvet.data.ct_check)
+        }
         if with_label:
             data["label_map"] = record.label_map
             data["label_geometry"] = getattr(record, "label_geometry", "check")

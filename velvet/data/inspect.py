@@ -44,11 +44,15 @@ class CTAssessment:
             0..255), ``"normalised"`` (small floats, e.g. [0, 1] or z-scored) or ``"not_ct"``.
         reasons: human sentences giving the evidence.
         is_hounsfield: ``verdict == "ct_hu"``.
+        kind: a finer label for the checks of :mod:`velvet.data.ct_check`: the verdict, or for
+            ``"not_ct"`` one of ``"label_map"`` (a mask or few integers), ``"slope_missing"``,
+            ``"no_intercept"`` (CT stored without its -1024 intercept) or ``"mr_like"`` (no air).
     """
 
     verdict: CTVerdict
     reasons: list[str] = field(default_factory=list)
     is_hounsfield: bool = False
+    kind: str = ""
 
 
 def assess_ct(x: Any) -> CTAssessment:
@@ -80,7 +84,8 @@ def assess_ct(x: Any) -> CTAssessment:
         if hi > _CT_MAX_HU:
             return _verdict(
                 "not_ct",
-                f"air-like values ({lo:.4g} at the 0.1th percentile) but the 99.5th percentile is {hi:.4g}, "
+                kind="slope_missing",
+                reason=f"air-like values ({lo:.4g} at the 0.1th percentile) but the 99.5th percentile is {hi:.4g}, "
                 f"above any tissue or bone in HU (<= about 3071); is a rescale slope missing?",
             )
         return _verdict(
@@ -95,19 +100,32 @@ def assess_ct(x: Any) -> CTAssessment:
     if vmin >= 0 and integral:
         n_values = len(np.unique(sample))
         if n_values <= 2:
-            return _verdict("not_ct", f"{rng}: only {n_values} distinct values, a binary mask")
+            return _verdict(
+                "not_ct", f"{rng}: only {n_values} distinct values, a binary mask", kind="label_map"
+            )
         if n_values <= _LABEL_MAP_MAX_VALUES and vmax <= 1000:
-            return _verdict("not_ct", f"{rng}: only {n_values} distinct integers, a label map, not an image")
+            return _verdict(
+                "not_ct",
+                f"{rng}: only {n_values} distinct integers, a label map, not an image",
+                kind="label_map",
+            )
         if vmax <= 255:
             return _verdict("ct_8bit", f"{rng}: integers within 0..255, an 8-bit (windowed) image, not HU")
     if vmin >= 0:
-        hint = ""
-        if integral and vmax <= 4095 + 1024:
+        if integral and vmax <= 4095 + 1024 and _tissue_peak_at_1024(sample):
             hint = " (CT stored without its rescale intercept of -1024 would look like this: pass rescale)"
-        return _verdict("not_ct", f"{rng}: no voxel below 0; CT air is about -1000 HU{hint}")
+            return _verdict(
+                "not_ct", f"{rng}: no voxel below 0; CT air is about -1000 HU{hint}", kind="no_intercept"
+            )
+        return _verdict(
+            "not_ct",
+            f"{rng}: no voxel below 0 and no soft-tissue peak near 1024 (MR?); CT air is about -1000 HU",
+            kind="mr_like",
+        )
     return _verdict(
         "not_ct",
-        f"{rng}: nothing air-like (0.1th percentile {lo:.4g}, 1st percentile {p1:.4g}); CT air is about -1000 HU",
+        kind="mr_like",
+        reason=f"{rng}: nothing air-like (0.1th percentile {lo:.4g}, 1st percentile {p1:.4g}); CT air is about -1000 HU",
     )
 
 
@@ -203,8 +221,18 @@ def _mm(value: float) -> str:
     return text if "." in text else f"{text}.0"
 
 
-def _verdict(verdict: CTVerdict, reason: str) -> CTAssessment:
-    return CTAssessment(verdict=verdict, reasons=[reason], is_hounsfield=verdict == "ct_hu")
+def _verdict(verdict: CTVerdict, reason: str, kind: str | None = None) -> CTAssessment:
+    return CTAssessment(
+        verdict=verdict, reasons=[reason], is_hounsfield=verdict == "ct_hu", kind=kind or verdict
+    )
+
+
+def _tissue_peak_at_1024(sample: np.ndarray) -> bool:
+    """Most voxels above -500 HU + 1024 lie within -200..300 HU + 1024: soft tissue of a CT shifted by 1024."""
+    body = sample[sample >= 1024 + _AIR_THRESHOLD]
+    if body.size == 0:
+        return False
+    return float(np.mean((body >= 1024 - 200) & (body <= 1024 + 300))) >= 0.6
 
 
 def _sample(x: Any, size: int = _SAMPLE_SIZE) -> tuple[np.ndarray, float, float, bool]:

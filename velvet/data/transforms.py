@@ -70,8 +70,17 @@ class LoadVolumed(MapTransform):
             (:class:`~velvet.data.geometry.GeometryMismatchError`, naming both files).
     """
 
-    def __init__(self, keys: Sequence[str] = (IMAGE_KEY,), *, allow_missing_keys: bool = True) -> None:
+    def __init__(
+        self,
+        keys: Sequence[str] = (IMAGE_KEY,),
+        *,
+        allow_missing_keys: bool = True,
+        expected: str | None = None,
+    ) -> None:
         super().__init__(keys, allow_missing_keys=allow_missing_keys)
+        # "hu" / "uint8" / "unit": judge the raw image (velvet.data.ct_check) and warn or refuse;
+        # the data key "case_id" (if any) is named in the message
+        self.expected = expected
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         from velvet.data.geometry import align_to_image
@@ -103,6 +112,10 @@ class LoadVolumed(MapTransform):
                 vol = read_volume(
                     path, spacing=d.get("spacing"), rescale=d.get("rescale"), missing_slices="error"
                 )
+                if self.expected is not None:
+                    from velvet.data.ct_check import enforce, judge_intensities
+
+                    enforce(judge_intensities(vol.array, self.expected), path, case=d.get("case_id"))  # type: ignore[arg-type]
                 tensor = torch.as_tensor(np.asarray(vol.array, dtype=np.float32))
                 image, affine = vol, vol.affine
             meta = {"filename_or_obj": str(path), "source_format": vol.format}
@@ -243,7 +256,9 @@ def create_transforms(
     modes_resize = ["area", "nearest-exact"][: len(keys)]
     steps: list[Any] = []
     if load:
-        steps.append(LoadVolumed(keys))
+        from velvet.data.ct_check import expected_input
+
+        steps.append(LoadVolumed(keys, expected=expected_input(contract)))
     # explicit RAS labels: the affines from velvet.data.io are RAS (MONAI's default is changing)
     steps.append(
         Orientationd(keys=keys, axcodes=contract.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S")))

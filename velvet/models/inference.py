@@ -80,6 +80,11 @@ def _one(item: VolumeLike, contract: Any, preprocess: bool | None, transforms: d
     if "array" not in transforms:
         transforms["array"] = create_transforms(contract, load=False)
     if isinstance(item, Volume):
+        from velvet.data.ct_check import enforce, expected_input, judge_intensities
+
+        # NotCTWarning naming the file (a NotCTError under VELVET_CT_CHECK=strict); paths get
+        # the same check from the contract's LoadVolumed
+        enforce(judge_intensities(item.array, expected_input(contract)), item.path, stacklevel=3)
         values = torch.as_tensor(np.asarray(item.array, dtype=np.float32))
         check_intensity(values, contract, raw=True, what=item.path)
         image = MetaTensor(values[None], affine=torch.as_tensor(item.affine, dtype=torch.float64))

@@ -43,11 +43,19 @@ def run_warm(args: argparse.Namespace) -> int:
         return 1
     records = [r for r in manifest if not args.split or r.split in args.split]
     cache = VolumeCache(args.cache_dir, contract, label_map=args.label_maps)
-    report = cache.warm(records, workers=args.workers)
+    import warnings
+
+    from velvet.data.errors import NotCTWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotCTWarning)  # listed below, once per case
+        report = cache.warm(records, workers=args.workers)
     print(
         f"cache {cache.root} ({contract.name}): {report.created} created, {report.cached} already cached, "
-        f"{len(report.failures)} failed"
+        f"{len(report.failures)} failed, {len(report.not_ct)} not matching the contract's intensities"
     )
+    for _, message in report.not_ct:
+        print(f"warning: {message}", file=sys.stderr)
     for _, message in report.failures:
         print(f"error: {message}", file=sys.stderr)
     return 1 if report.failures else 0

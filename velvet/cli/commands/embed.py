@@ -68,13 +68,27 @@ def run(args: argparse.Namespace) -> int:
                 chunks.append(model.encode_image(torch.cat(pending).to(args.device))["embedding"].cpu())
             pending.clear()
 
+    import warnings
+
+    from velvet.data.errors import NotCTWarning
+
+    not_ct = 0
     for path in tqdm(args.files, desc="embedding", unit="vol", disable=not sys.stderr.isatty()):
         try:
-            pending.append(prepare_volumes(path, model.preprocess))
-        except (DataError, OSError, ValueError) as exc:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", NotCTWarning)
+                pending.append(prepare_volumes(path, model.preprocess))
+        except (DataError, OSError, ValueError) as exc:  # VELVET_CT_CHECK=strict refuses non-CT here
             skipped += 1
             print(f"skipped: {exc}", file=sys.stderr)
             continue
+        finally:
+            for w in caught:
+                if issubclass(w.category, NotCTWarning):
+                    print(f"warning: {w.message}", file=sys.stderr)
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        not_ct += any(issubclass(w.category, NotCTWarning) for w in caught)
         kept.append(str(Path(path).resolve()))
         if len(pending) == args.batch_size:
             flush()
@@ -86,5 +100,6 @@ def run(args: argparse.Namespace) -> int:
         torch.cat(chunks), kept, _model_reference(args.model), {"preprocess": model.preprocess.to_dict()}
     )
     out = write_index(index, args.out)
-    print(f"embedded {len(kept)} volume(s), skipped {skipped} -> {out}")
+    tail = f", {not_ct} embedded despite intensities unlike the contract's input" if not_ct else ""
+    print(f"embedded {len(kept)} volume(s), skipped {skipped}{tail} -> {out}")
     return 1 if skipped else 0
