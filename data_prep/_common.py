@@ -23,6 +23,7 @@ import sys
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -31,12 +32,15 @@ from velvet.data.atomic import atomic_path, remove_stale_temporaries
 from velvet.data.errors import DataError
 
 __all__ = [
+    "CSV_FIELD_LIMIT",
+    "DEFAULT_ENCODING",
     "MANIFEST_NAME",
     "SKIPPED_NAME",
     "Skips",
     "add_common_arguments",
     "configure_logging",
     "is_junk",
+    "open_csv",
     "parse_fraction",
     "prepare_output",
     "progress",
@@ -112,6 +116,75 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8", newline="")
     return path
+
+
+# reports can be long (a 100k-word report is ~700 kB): the csv module's default field limit is 128 kB
+CSV_FIELD_LIMIT = 2**31 - 1  # the largest a C long holds everywhere (sys.maxsize overflows on Windows)
+DEFAULT_ENCODING = "utf-8-sig"  # UTF-8, a leading byte-order mark allowed
+
+
+@contextmanager
+def open_csv(
+    path: str | os.PathLike[str], *, encoding: str = DEFAULT_ENCODING, options: str = "--encoding"
+) -> Iterator[io.TextIOWrapper]:
+    """Open a CSV for :mod:`csv` reading; a decoding or CSV error in the block names the file and line.
+
+    The csv field size limit is raised (:data:`CSV_FIELD_LIMIT`) so that long reports are read.
+
+    Args:
+        path: the CSV file.
+        encoding: its text encoding (a converter's ``--encoding``).
+        options: the converter options a reader may need, named in the error (``"--encoding"``,
+            ``"--encoding/--delimiter"``).
+
+    Yields:
+        The open text file (``newline=""``, as :mod:`csv` wants).
+
+    Raises:
+        DataError: ``path:line: ...`` for bytes that are not ``encoding`` text, or a malformed CSV.
+    """
+    path = Path(path)
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    with path.open(encoding=encoding, newline="") as fh:
+        lines = _LineCounter(fh)
+        try:
+            yield lines  # type: ignore[misc]
+        except UnicodeDecodeError as exc:
+            line = _line_of_bad_byte(path, encoding)
+            raise DataError(
+                f"{path}:{line}" if line else path,
+                f"not {encoding} text ({exc.reason}); check {options} (e.g. --encoding latin-1 or cp1252)",
+            ) from None
+        except csv.Error as exc:
+            raise DataError(
+                f"{path}:{lines.line}", f"cannot be read as CSV ({exc}); check {options}"
+            ) from None
+
+
+class _LineCounter:
+    """A file iterator that counts the physical lines handed to :mod:`csv` (for error messages)."""
+
+    def __init__(self, fh: io.TextIOWrapper) -> None:
+        self._fh = fh
+        self.line = 0
+
+    def __iter__(self) -> _LineCounter:
+        return self
+
+    def __next__(self) -> str:
+        text = next(self._fh)
+        self.line += 1
+        return text
+
+
+def _line_of_bad_byte(path: Path, encoding: str) -> int | None:
+    """The 1-based line of the first byte that does not decode (None when it all decodes)."""
+    data = path.read_bytes()
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        return data.count(b"\n", 0, exc.start) + 1
+    return None
 
 
 def is_junk(name: str) -> bool:

@@ -28,11 +28,13 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_prep._common import (
+    DEFAULT_ENCODING,
     MANIFEST_NAME,
     SKIPPED_NAME,
     Skips,
     add_common_arguments,
     configure_logging,
+    open_csv,
     parse_fraction,
     prepare_output,
     run_main,
@@ -100,9 +102,10 @@ def _read_rows(
     split_column: str | None,
     group_column: str | None,
     delimiter: str,
+    encoding: str,
     problem: _Problems,
 ) -> list[_Row]:
-    with path.open(encoding="utf-8-sig", newline="") as fh:
+    with open_csv(path, encoding=encoding, options="--encoding/--delimiter") as fh:
         reader = csv.DictReader(fh, delimiter=delimiter)
         header = reader.fieldnames or []
         wanted = [volume_column, *report_columns, id_column, split_column, group_column]
@@ -162,6 +165,7 @@ def convert_csv_pairs(
     strict: bool = False,
     seed: int = 1,
     delimiter: str = ",",
+    encoding: str = DEFAULT_ENCODING,
 ) -> Path:
     """Write ``out/manifest.csv`` from a CSV of volume paths and report text.
 
@@ -179,12 +183,13 @@ def convert_csv_pairs(
         strict: raise at the first unusable row instead of skipping it.
         seed: split shuffle seed.
         delimiter: field separator.
+        encoding: the CSV's text encoding (default UTF-8, BOM allowed).
 
     Returns:
         The manifest path.
 
     Raises:
-        DataError: a named column is missing; in strict mode, any unusable row (``csv:line: problem``).
+        DataError: a named column is missing; the file is not ``encoding`` text or not CSV (names the line); in strict mode, any unusable row (``csv:line: problem``).
         FileNotFoundError: the CSV does not exist.
     """
     csv_path = Path(csv_path)
@@ -205,6 +210,7 @@ def convert_csv_pairs(
         split_column=split_column,
         group_column=group_column,
         delimiter=delimiter,
+        encoding=encoding,
         problem=_Problems(skips, strict),
     )
     split_of: dict[str, str] = {}
@@ -252,6 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", type=Path, default=None, help="base of relative paths (the CSV's folder)")
     parser.add_argument("--strict", action="store_true", help="stop at the first unusable row")
     parser.add_argument("--delimiter", default=",", help="field separator (default ',')")
+    parser.add_argument(
+        "--encoding",
+        default=DEFAULT_ENCODING,
+        help="text encoding of the CSV (default UTF-8; e.g. latin-1, cp1252)",
+    )
     return parser
 
 

@@ -35,12 +35,14 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_prep._common import (
+    DEFAULT_ENCODING,
     MANIFEST_NAME,
     SKIPPED_NAME,
     Skips,
     add_common_arguments,
     configure_logging,
     is_junk,
+    open_csv,
     parse_fraction,
     prepare_output,
     progress,
@@ -114,13 +116,16 @@ def _volume_name(value: str) -> str:
     return name if name.endswith(".nii.gz") else name + ".nii.gz"
 
 
-def _read_csv(path: Path, columns: Sequence[str]) -> Iterator[tuple[str, ...]]:
+def _read_csv(
+    path: Path, columns: Sequence[str], encoding: str = DEFAULT_ENCODING
+) -> Iterator[tuple[str, ...]]:
     """Yield ``(VolumeName, *columns)`` per row, keeping only those columns (memory: 50k rows x 44 columns).
 
     Raises:
-        DataError: a required column is missing from the header.
+        DataError: a required column is missing from the header; the file is not ``encoding`` text
+            or not CSV (the message names the line).
     """
-    with path.open(encoding="utf-8-sig", newline="") as fh:
+    with open_csv(path, encoding=encoding) as fh:
         reader = csv.reader(fh)
         header = [h.strip() for h in next(reader, [])]
         missing = [c for c in ("VolumeName", *columns) if c not in header]
@@ -223,26 +228,30 @@ class _Tables:
     metadata: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-def _load_tables(split: str, bases: Sequence[Path], version: str, notes: Counter[str]) -> _Tables:
+def _load_tables(
+    split: str, bases: Sequence[Path], version: str, notes: Counter[str], encoding: str = DEFAULT_ENCODING
+) -> _Tables:
     found = {kind: _find_csv(bases, kind, split) for kind in ("reports", "labels", "metadata")}
     for kind, path in found.items():
         if path is None and (kind != "metadata" or version == "v1"):
             logger.warning("%s: no %s CSV found (looked for %s)", split, kind, _CSV_FILES[(kind, split)])
     tables = _Tables()
     if found["reports"] is not None:
-        rows = _read_csv(found["reports"], ("Findings_EN", "Impressions_EN"))
+        rows = _read_csv(found["reports"], ("Findings_EN", "Impressions_EN"), encoding)
         tables.reports = _dedupe(found["reports"], rows, notes)
     if found["labels"] is not None:
-        with found["labels"].open(encoding="utf-8-sig", newline="") as fh:
+        with open_csv(found["labels"], encoding=encoding) as fh:
             tables.label_names = tuple(h.strip() for h in next(csv.reader(fh), [])[1:])
         if set(tables.label_names) != set(LABEL_NAMES):
             logger.warning(
                 "%s: label columns are not the 18 CT-RATE names: %s", found["labels"], tables.label_names
             )
-        tables.labels = _dedupe(found["labels"], _read_csv(found["labels"], tables.label_names), notes)
+        tables.labels = _dedupe(
+            found["labels"], _read_csv(found["labels"], tables.label_names, encoding), notes
+        )
     if version == "v1" and found["metadata"] is not None:
         columns = ("XYSpacing", "ZSpacing", "RescaleSlope", "RescaleIntercept")
-        tables.metadata = _dedupe(found["metadata"], _read_csv(found["metadata"], columns), notes)
+        tables.metadata = _dedupe(found["metadata"], _read_csv(found["metadata"], columns, encoding), notes)
     return tables
 
 
@@ -314,6 +323,7 @@ def convert_ct_rate(
     val_fraction: float = 0.05,
     seed: int = 1,
     splits: Sequence[str] = CT_RATE_SPLITS,
+    encoding: str = DEFAULT_ENCODING,
 ) -> Path:
     """Write ``out/manifest.csv`` for a CT-RATE download; see the module docstring.
 
@@ -327,13 +337,14 @@ def convert_ct_rate(
             reports CSV, so a partial download keeps the same assignment when completed).
         seed: split shuffle seed.
         splits: CT-RATE splits to convert (``train``, ``valid``); absent folders are skipped with a warning.
+        encoding: text encoding of the CSVs (default UTF-8, BOM allowed).
 
     Returns:
         The manifest path.
 
     Raises:
         FileNotFoundError: no volume folder of the chosen version exists.
-        DataError: a CSV lacks a required column.
+        DataError: a CSV lacks a required column, is not ``encoding`` text or is not CSV (names the line).
     """
     root = Path(root)
     dataset = root / "dataset" if (root / "dataset").is_dir() else root
@@ -360,7 +371,7 @@ def convert_ct_rate(
     (out / MANIFEST_NAME).unlink(missing_ok=True)
     skips, notes, records = Skips(), Counter[str](), []
     for split, folder in present.items():
-        tables = _load_tables(split, bases, version, notes)
+        tables = _load_tables(split, bases, version, notes, encoding)
         # patients from the reports CSV, not from disk: a partial download keeps its assignment
         patients = [m.group(2) for m in map(_NAME_RE.match, tables.reports) if m]
         split_of = seeded_split(patients, {"val": val_fraction}, seed=seed) if split == "train" else {}
@@ -395,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-fraction", type=parse_fraction, default=0.05, help="train patients held out (0.05)"
     )
     parser.add_argument("--splits", nargs="+", choices=CT_RATE_SPLITS, default=list(CT_RATE_SPLITS))
+    parser.add_argument(
+        "--encoding", default=DEFAULT_ENCODING, help="text encoding of the CSVs (default UTF-8; e.g. latin-1)"
+    )
     return parser
 
 

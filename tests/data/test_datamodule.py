@@ -101,3 +101,73 @@ def test_bad_augmentation_fails_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="no such transform"):
         _dm(tmp_path, augment=[{"class_path": "RandFlop"}])
     assert not (tmp_path / "data").exists()
+
+
+def _break_reports(tmp_path, dm):
+    """Give three training cases a bad report: punctuation only, a non-UTF-8 file, an empty file."""
+    import csv
+
+    with open(dm.manifest_path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    train = [row for row in rows if row["split"] == "train"]
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "latin1.txt").write_bytes("Kein Befund, Lungenrundherd 4 mm, \xe4\xf6\xfc.".encode("latin-1"))
+    (reports / "empty.txt").write_bytes(b"")
+    train[0]["report"] = "... -- !!"
+    train[1]["report"], train[1]["report_file"] = "", str(reports / "latin1.txt")
+    train[2]["report"], train[2]["report_file"] = "", str(reports / "empty.txt")
+    for row in rows:
+        row.setdefault("report_file", "")
+    with open(dm.manifest_path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return [row["id"] for row in train[:3]], reports
+
+
+def test_bad_reports_fail_before_training(tmp_path):
+    dm = _dm(tmp_path, warm_cache=False)
+    dm.prepare_data()  # generates the phantoms
+    bad_ids, reports = _break_reports(tmp_path, dm)
+    with pytest.raises(DataError, match="3 report\\(s\\) cannot be used") as info:
+        _dm(tmp_path).prepare_data()
+    message = str(info.value)
+    for case_id in bad_ids:
+        assert repr(case_id) in message
+    assert str(reports / "latin1.txt") in message and "not UTF-8" in message
+    assert str(reports / "empty.txt") in message and "empty" in message
+    assert "no letter or digit" in message
+    with pytest.raises(DataError, match="3 report\\(s\\)"):
+        _dm(tmp_path).setup("fit")  # every rank checks too, not only the one that prepares
+
+
+def test_bad_reports_are_skipped_and_counted(tmp_path, caplog):
+    dm = _dm(tmp_path, warm_cache=False)
+    dm.prepare_data()
+    bad_ids, _ = _break_reports(tmp_path, dm)
+    skipping = _dm(tmp_path, on_error="skip")
+    with caplog.at_level("WARNING"):
+        skipping.prepare_data()  # trains the vocabulary on the valid reports only: no decode error
+    skipping.setup("fit")
+    assert sorted(skipping.bad_reports) == sorted(bad_ids)
+    assert len(skipping.datasets["train"]) == 5
+    assert not set(bad_ids) & {r.id for r in skipping.datasets["train"].records}
+    assert "latin1.txt" in caplog.text and repr(bad_ids[0]) in caplog.text
+    batches = list(skipping.train_dataloader())
+    assert len(batches) == 1 and not set(bad_ids) & set(batches[0]["ids"])
+
+
+def test_data_check_counts_bad_reports(tmp_path, capsys):
+    dm = _dm(tmp_path, warm_cache=False)
+    dm.prepare_data()
+    _break_reports(tmp_path, dm)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "data:\n  class_path: velvet.data.datamodule.VelvetDataModule\n  init_args:\n"
+        f"    phantoms: {PHANTOMS}\n    data_dir: {tmp_path / 'data'}\n    cache_dir: {tmp_path / 'cache'}\n"
+        f"    preprocess: {PREPROCESS}\n    batch_size: 4\n    num_workers: 0\n    vocab_size: 300\n"
+        "    on_error: skip\n"
+    )
+    assert main(["data", "check", "--config", str(recipe)]) == 0
+    assert "reports: 3 bad" in capsys.readouterr().out

@@ -127,3 +127,14 @@ def test_check_files_can_be_disabled(files):
         '{"id": "a", "volume": "nowhere.nii.gz", "split": "train", "report": "r"}\n', encoding="utf-8"
     )
     assert len(read_manifest(m, check_files=False)) == 1
+
+
+def test_a_csv_manifest_with_a_very_long_inline_report_is_read(tmp_path):
+    from velvet.data.manifest import read_manifest
+
+    report = "Small nodule in the right lower lobe. " * 20_000  # ~760 KB, past csv's 128 KiB field limit
+    (tmp_path / "ct.nii.gz").write_bytes(b"")
+    path = tmp_path / "manifest.csv"
+    path.write_text(f'id,volume,split,report\nc1,ct.nii.gz,train,"{report}"\n', encoding="utf-8")
+    manifest = read_manifest(path)
+    assert manifest.records[0].load_report() == report

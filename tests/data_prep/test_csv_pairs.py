@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from data_prep import csv_pairs
+from data_prep import _common, csv_pairs
 from velvet.data.errors import DataError
 from velvet.data.manifest import read_manifest
 
@@ -129,3 +129,54 @@ def test_main(pairs: Path, tmp_path: Path) -> None:
     assert csv_pairs.main([*argv, "--split-column", "split", "--out", str(out)]) == 0
     assert len(read_manifest(out / "manifest.csv")) == 3
     assert csv_pairs.main([*argv, "--out", str(out), "--strict"]) == 2
+
+
+def test_non_utf8_csv_names_the_file_and_line_and_encoding_reads_it(pairs: Path, tmp_path: Path) -> None:
+    text = pairs.read_text(encoding="utf-8").replace("Small effusion.", "Kleiner Erguss der Größe 4 mm.")
+    pairs.write_bytes(text.encode("latin-1"))
+    args = dict(volume_column="path", report_columns=["findings", "impression"], split_column="split")
+    with pytest.raises(DataError) as info:
+        csv_pairs.convert_csv_pairs(pairs, tmp_path / "out", **args)
+    message = str(info.value)
+    assert (
+        message.startswith(f"{pairs}:3: not utf-8-sig text")
+        and "--encoding" in message
+        and "--delimiter" in message
+    )
+    path = csv_pairs.convert_csv_pairs(pairs, tmp_path / "out", encoding="latin-1", **args)
+    assert {r.report for r in read_manifest(path)} >= {"Kleiner Erguss der Größe 4 mm."}
+    argv = [
+        "--csv",
+        str(pairs),
+        "--volume-column",
+        "path",
+        "--report-column",
+        "findings",
+        "--out",
+        str(tmp_path / "o2"),
+    ]
+    assert csv_pairs.main(argv) == 2
+    assert csv_pairs.main([*argv, "--encoding", "latin-1"]) == 0
+
+
+def test_long_report_is_read_and_csv_errors_name_the_line(
+    pairs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    default_limit = csv.field_size_limit()
+    long_report = "Lungs clear. " * 100_000  # ~1.3 MB: above the csv module's default field limit
+    rows = list(csv.reader(pairs.open(encoding="utf-8", newline="")))
+    rows[1][1] = long_report
+    _csv(pairs, rows[0], rows[1:])
+    args = dict(volume_column="path", report_columns=["findings"], split_column="split")
+    path = csv_pairs.convert_csv_pairs(pairs, tmp_path / "out", **args)
+    assert len(path.read_text(encoding="utf-8")) > len(long_report)
+    # a csv.Error left (here: a field above a lowered limit) names the file and the line
+    monkeypatch.setattr(_common, "CSV_FIELD_LIMIT", 1000)
+    try:
+        with pytest.raises(DataError) as info:
+            csv_pairs.convert_csv_pairs(pairs, tmp_path / "out", **args)
+    finally:
+        csv.field_size_limit(default_limit)
+    message = str(info.value)
+    assert message.startswith(f"{pairs}:2: cannot be read as CSV (field larger than field limit")
+    assert "--delimiter" in message

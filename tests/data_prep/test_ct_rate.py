@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from data_prep import ct_rate
+from velvet.data.errors import DataError
 from velvet.data.manifest import read_manifest
 
 REPORT_HEADER = ["VolumeName", "ClinicalInformation_EN", "Technique_EN", "Findings_EN", "Impressions_EN"]
@@ -266,3 +267,22 @@ def test_main_and_dataset_folder_as_root(download: Path, tmp_path: Path) -> None
         header[0].replace("Findings_EN", "Findings") + "\n" + "\n".join(header[1:]), encoding="utf-8"
     )
     assert ct_rate.main([str(download), "--out", str(out), "--splits", "valid"]) == 2
+
+
+def test_non_utf8_and_long_report_csvs(download: Path, tmp_path: Path) -> None:
+    reports = download / "dataset" / "radiology_text_reports" / "validation_reports.csv"
+    rows = list(csv.DictReader(reports.open(encoding="utf-8", newline="")))
+    rows[0]["Findings_EN"] = "Lungs clear. " * 100_000  # above the csv module's default field limit
+    rows[1]["Findings_EN"] = "Rundherd 4 mm, Größe stabil."
+    with reports.open("w", encoding="latin-1", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=REPORT_HEADER, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    argv = [str(download), "--splits", "valid", "--out"]
+    with pytest.raises(DataError) as info:
+        ct_rate.convert_ct_rate(download, tmp_path / "out", splits=["valid"])
+    assert str(info.value).startswith(f"{reports}:3: not utf-8-sig text") and "--encoding" in str(info.value)
+    assert ct_rate.main([*argv, str(tmp_path / "o1")]) == 2
+    assert ct_rate.main([*argv, str(tmp_path / "o2"), "--encoding", "latin-1"]) == 0
+    text = (tmp_path / "o2" / "manifest.csv").read_text(encoding="utf-8")
+    assert "Größe stabil" in text and text.count("Lungs clear.") >= 100_000

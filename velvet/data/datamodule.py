@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,17 +90,22 @@ class VelvetDataModule(ManifestDataModule):
     def _tokenizer_dir(self, manifest: Manifest) -> Path:
         # keyed by the training corpus and size, so a changed manifest never reuses a stale vocab
         h = hashlib.sha256(f"{self.vocab_size}".encode())
-        for r in manifest.split("train"):
-            h.update((r.load_report() or "").encode() + b"\0")
+        for text in self._train_reports(manifest):
+            h.update(text.encode() + b"\0")
         return self.data_dir / f"tokenizer-{h.hexdigest()[:12]}"
+
+    def _train_reports(self, manifest: Manifest) -> Iterator[str]:
+        # the raw training reports, less those check_reports found unusable (on_error="skip")
+        for r in manifest.split("train"):
+            if r.id not in self.bad_reports:
+                yield r.load_report() or ""
 
     def _train_tokenizer(self, manifest: Manifest) -> Path:
         from velvet.data.tokenizer_training import train_wordpiece
 
         out = self._tokenizer_dir(manifest)
         if not out.exists():
-            texts = (r.load_report() or "" for r in manifest.split("train"))
-            train_wordpiece(texts, out, vocab_size=self.vocab_size)
+            train_wordpiece(self._train_reports(manifest), out, vocab_size=self.vocab_size)
         return out
 
     def setup_task(self, manifest: Manifest) -> None:

@@ -103,6 +103,8 @@ class ManifestDataModule(pl.LightningDataModule):
             self.augmentation = Augmentation(augment)  # built now: a bad transform fails before any work
         self.manifest: Manifest | None = None
         self.datasets: dict[str, VolumeReportDataset] = {}
+        # case id -> why its report cannot be used (filled by check_reports, under on_error="skip")
+        self.bad_reports: dict[str, str] = {}
 
     # ------------------------------------------------------------------ once per machine
 
@@ -114,6 +116,7 @@ class ManifestDataModule(pl.LightningDataModule):
             config = PhantomConfig(**self.phantoms)
             generate_phantoms(self.manifest_path.parent, config, workers=max(1, self.num_workers))
         manifest = read_manifest(self.manifest_path)
+        self.check_reports(manifest)  # before any one-off work: a bad report fails (or is left out) now
         self.prepare_task_data(manifest)
         if self.warm_cache:
             report = self.cache.warm(manifest.records, workers=self.num_workers)
@@ -141,6 +144,7 @@ class ManifestDataModule(pl.LightningDataModule):
         if self.manifest is not None:
             return
         self.manifest = read_manifest(self.manifest_path)
+        self.check_reports(self.manifest)
         self.setup_task(self.manifest)
         for split in ("train", "val", "test"):
             self.datasets[split] = VolumeReportDataset(
@@ -155,12 +159,59 @@ class ManifestDataModule(pl.LightningDataModule):
     def setup_task(self, manifest: Manifest) -> None:
         """Load what the task needs on every process (e.g. the tokenizer); nothing by default."""
 
+    def check_reports(self, manifest: Manifest) -> dict[str, str]:
+        """Read and clean every report once, before training (tasks with ``require_report`` only).
+
+        A report that cannot be read (missing, not UTF-8, too large) or is unusable after cleaning
+        (empty, no letter or digit) fails here, not at the step that reaches it: under
+        ``on_error="raise"`` with a :class:`DataError` naming the case and the file; under ``"skip"``
+        it is logged and recorded in :attr:`bad_reports` (case id -> reason), and the case is left
+        out of its split.
+
+        Args:
+            manifest: the manifest whose reports are checked.
+
+        Returns:
+            :attr:`bad_reports`.
+
+        Raises:
+            DataError: a report cannot be used and the policy is ``"raise"``.
+        """
+        from velvet.data.reports import clean_report
+
+        bad: dict[str, str] = {}
+        if self.require_report:
+            for r in manifest.records:
+                where = r.report_file or f"{self.manifest_path} (inline report)"
+                try:
+                    text = r.load_report()
+                    if text is None:
+                        raise DataError(where, "no report")
+                    clean_report(text, source=where)
+                except DataError as exc:
+                    bad[r.id] = f"case {r.id!r}: {where}: {exc.problem}"
+        self.bad_reports = bad
+        if not bad:
+            return bad
+        if self.on_error == "raise":
+            shown = "\n  ".join(list(bad.values())[:5])
+            raise DataError(
+                self.manifest_path,
+                f"{len(bad)} report(s) cannot be used (set on_error='skip' to leave them out):\n  {shown}",
+            )
+        for msg in bad.values():
+            logger.warning("skipping %s", msg)
+        logger.warning("left out %d of %d cases whose report cannot be used", len(bad), len(manifest.records))
+        return bad
+
     def _usable(self, records: list[ManifestRecord]) -> list[ManifestRecord]:
-        """Leave out cases whose preprocessing already failed, when skipping is the policy."""
+        """Leave out cases whose report or preprocessing already failed, when skipping is the policy."""
         if self.on_error == "raise":
             return records
         kept = []
         for r in records:
+            if r.id in self.bad_reports:  # logged by check_reports
+                continue
             try:
                 failed = self.cache.path(self.cache.key(r)).with_suffix(".error.json").exists()
             except DataError as exc:  # the file vanished since the manifest was written

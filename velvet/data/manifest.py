@@ -251,6 +251,8 @@ def _read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                         raise ManifestError(f"{path}:{line_no}", "each line must be a JSON object")
                     yield line_no, row
         elif suffix == ".csv":
+            # inline reports can be long: the csv module's default field limit (128 KiB) is not a data limit
+            csv.field_size_limit(2**31 - 1)
             with path.open(encoding="utf-8-sig", newline="") as fh:
                 reader = csv.DictReader(fh)
                 missing = [c for c in ("id", "volume", "split") if c not in (reader.fieldnames or [])]
@@ -258,9 +260,12 @@ def _read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                     raise ManifestError(
                         path, f"missing required column(s) {missing}; header is {reader.fieldnames}"
                     )
-                for row in reader:
-                    # csv line numbers count the header; report the physical line of the row
-                    yield reader.line_num, row
+                try:
+                    for row in reader:
+                        # csv line numbers count the header; report the physical line of the row
+                        yield reader.line_num, row
+                except csv.Error as exc:
+                    raise ManifestError(f"{path}:{reader.line_num}", f"cannot be read as CSV ({exc})") from None
         else:
             raise ManifestError(path, "manifest must be a .csv or .jsonl file")
     except UnicodeDecodeError as exc:

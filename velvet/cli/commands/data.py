@@ -76,6 +76,7 @@ def run_check(args: argparse.Namespace) -> int:
     print(
         f"preprocessing: {dm.contract.name} -> {dm.contract.spatial_size}; tokenizer vocab {dm.tokenizer.vocab_size}"
     )
+    print(f"reports: {len(dm.bad_reports)} bad (left out under on_error: skip)")
     loader = {"train": dm.train_dataloader, "val": dm.val_dataloader, "test": dm.test_dataloader}[
         args.split
     ]()
