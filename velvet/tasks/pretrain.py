@@ -234,9 +234,6 @@ class PretrainTask(VelvetTask):
 
     # ------------------------------------------------------------------ steps
 
-    def _generator(self, step: int, stage: int = 0) -> torch.Generator:
-        return self.step_generator(step, stage)
-
     def _weighted(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
         total = sum(
             self.loss_weights[o] * out[name] for o in self.objectives for name in OBJECTIVES[o].terms if name in out
@@ -290,7 +287,7 @@ class PretrainTask(VelvetTask):
     def _eval_step(self, batch: dict[str, Any] | None, batch_idx: int, stage: str) -> None:
         if batch is None:
             return
-        out = self.pretrainer(batch, self._generator(batch_idx, stage=2))
+        out = self.pretrainer(batch, self.step_generator(batch_idx, stage=2))
         self.log_terms(stage, out, self._weighted(out), batch["image"].shape[0])
         if "image_embedding" in out:
             # the dataset index travels with the embeddings: under DDP it identifies the repeats the
