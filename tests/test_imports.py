@@ -76,6 +76,7 @@ FORBIDDEN: dict[str, frozenset[str]] = {
     "velvet.metrics": frozenset({"velvet.models", "velvet.pretraining", "velvet.tasks", "velvet.cli"}),
     "velvet.models": frozenset({"velvet.pretraining", "velvet.tasks", "velvet.cli"}),
     "velvet.pretraining": frozenset({"velvet.tasks", "velvet.cli"}),
+    "velvet.segmentation": frozenset({"velvet.pretraining", "velvet.tasks", "velvet.cli"}),
     "velvet.tasks": frozenset({"velvet.cli"}),
 }
 

@@ -115,7 +115,7 @@ class ManifestDataModule(pl.LightningDataModule):
 
             config = PhantomConfig(**self.phantoms)
             generate_phantoms(self.manifest_path.parent, config, workers=max(1, self.num_workers))
-        manifest = read_manifest(self.manifest_path)
+        manifest = read_manifest(self.manifest_path, require_report=self.require_report)
         self.check_reports(manifest)  # before any one-off work: a bad report fails (or is left out) now
         self.prepare_task_data(manifest)
         if self.warm_cache:
@@ -143,18 +143,23 @@ class ManifestDataModule(pl.LightningDataModule):
         """Read the manifest, let the task load its parts, build the split datasets."""
         if self.manifest is not None:
             return
-        self.manifest = read_manifest(self.manifest_path)
+        self.manifest = read_manifest(self.manifest_path, require_report=self.require_report)
         self.check_reports(self.manifest)
         self.setup_task(self.manifest)
         for split in ("train", "val", "test"):
-            self.datasets[split] = VolumeReportDataset(
-                self._usable(self.manifest.split(split)),
-                self.cache,
-                label_names=self.manifest.label_names,
-                require_report=self.require_report,
-                on_error=self.on_error,
-                transform=self.augmentation if split == "train" else None,
-            )
+            self.datasets[split] = self.build_dataset(split, self._usable(self.manifest.split(split)))
+
+    def build_dataset(self, split: str, records: list[ManifestRecord]) -> VolumeReportDataset:
+        """The dataset of one split (the training split gets the recipe's augmentation)."""
+        assert self.manifest is not None
+        return VolumeReportDataset(
+            records,
+            self.cache,
+            label_names=self.manifest.label_names,
+            require_report=self.require_report,
+            on_error=self.on_error,
+            transform=self.augmentation if split == "train" else None,
+        )
 
     def setup_task(self, manifest: Manifest) -> None:
         """Load what the task needs on every process (e.g. the tokenizer); nothing by default."""

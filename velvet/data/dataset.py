@@ -104,6 +104,7 @@ class VolumeReportDataset(Dataset):
         }
         if "label_map" in entry:
             sample["label_map"] = entry["label_map"].long()
+            sample["affine"] = entry["affine"]  # the grid of both: segmentation metrics need its spacing
         if self.transform is not None:
             sample = self.transform(sample)
         return sample

@@ -15,7 +15,8 @@ not match. Directories written before the digests were added load unchecked.
 
 ``kind`` is ``velvet`` (the whole :class:`~velvet.models.velvet.VelvetModel`: encoders, image-text
 projections, temperature, visual adapter; no pretraining-objective heads), ``vision`` (a vision
-encoder alone) or ``text`` (TriBERT alone). Format version 1 (velvet 0.1) also stored the
+encoder alone), ``text`` (TriBERT alone) or ``segmentation`` (a
+:class:`~velvet.models.segmentation.SegmentationModel`: SwinUNETR with its class names). Format version 1 (velvet 0.1) also stored the
 objectives' heads and listed the objectives; it still loads, without those heads
 (:mod:`velvet.models.legacy`). Either encoder also loads out of a whole-model
 directory. The directory is written to a temporary folder and renamed, so a reader never sees a
@@ -51,6 +52,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
 _PREFIX = {"vision": "vision.", "text": "text."}
+KINDS = ("velvet", "vision", "text", "segmentation")
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +62,12 @@ class PretrainedIntegrityError(ValueError):
 
 
 def model_kind(model: nn.Module) -> str:
-    """``velvet``, ``vision`` or ``text`` for the modules this format stores.
+    """``velvet``, ``vision``, ``text`` or ``segmentation`` for the modules this format stores.
 
     Raises:
         TypeError: any other module.
     """
+    from velvet.models.segmentation import SegmentationModel
     from velvet.models.text.tribert import TriBert
     from velvet.models.velvet import VelvetModel
     from velvet.models.vision.swin import SwinEncoder3D
@@ -72,6 +75,8 @@ def model_kind(model: nn.Module) -> str:
 
     if isinstance(model, VelvetModel):
         return "velvet"
+    if isinstance(model, SegmentationModel):
+        return "segmentation"
     if isinstance(model, (SwinEncoder3D, ViTEncoder3D)):
         return "vision"
     if isinstance(model, TriBert):
@@ -92,6 +97,8 @@ def _architecture(model: nn.Module, kind: str) -> dict[str, Any]:
                 f"{type(model).__name__} has no .config: build it with velvet.models.vision.create_vision_encoder"
             )
         return config.to_dict()
+    if kind == "segmentation":
+        return model.config.to_dict()  # type: ignore[union-attr, operator]
     return model.cfg.to_dict()  # type: ignore[union-attr, operator]
 
 
@@ -249,7 +256,7 @@ def read_pretrained_config(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{config_path}: format version {config['format_version']} is newer than this velvet "
             f"understands ({FORMAT_VERSION}); upgrade velvet"
         )
-    if config.get("kind") not in ("velvet", "vision", "text"):
+    if config.get("kind") not in KINDS:
         raise ValueError(f"{config_path}: unknown model kind {config.get('kind')!r}")
     if not (folder / WEIGHTS_NAME).is_file():
         raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME}")
@@ -274,6 +281,10 @@ def _build(kind: str, architecture: Mapping[str, Any]) -> nn.Module:
         from velvet.models.velvet import VelvetModel
 
         return VelvetModel(VelvetConfig.from_dict(architecture))
+    if kind == "segmentation":
+        from velvet.models.segmentation import SegmentationConfig, SegmentationModel
+
+        return SegmentationModel(SegmentationConfig.from_dict(architecture))
     if kind == "vision":
         from velvet.models.vision.factory import create_vision_encoder
 
@@ -320,8 +331,8 @@ def from_pretrained(
     config = read_pretrained_config(folder)
     stored = config["kind"]
     kind = kind or stored
-    if kind not in ("velvet", "vision", "text"):
-        raise ValueError(f"kind must be 'velvet', 'vision' or 'text', got {kind!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if kind != stored and stored != "velvet":
         raise ValueError(f"{folder} holds a {stored} model; it has no {kind} part")
     if verify:

@@ -69,15 +69,19 @@ def parameter_groups(
     no_decay: set[str],
     weight_decay: float,
     lr_by_prefix: Mapping[str, float] | None = None,
+    *,
+    include_frozen: bool = False,
 ) -> list[dict[str, Any]]:
     """AdamW parameter groups: decay / no decay, optionally with a learning rate per name prefix.
 
     Args:
-        named: ``(name, parameter)`` pairs; frozen parameters are left out.
+        named: ``(name, parameter)`` pairs; frozen parameters are left out unless ``include_frozen``.
         no_decay: names excluded from weight decay (norms, biases, position tables, temperature).
         weight_decay: the decay of the other parameters.
         lr_by_prefix: ``{"model.vision.": 1e-5}``: parameters whose name starts with a prefix get
             that learning rate (the longest matching prefix wins); others the optimiser's.
+        include_frozen: keep frozen parameters too (to be unfrozen later in the run: AdamW leaves a
+            parameter whose gradient is None untouched, decay included).
 
     Returns:
         Non-empty groups, each with ``params``, ``weight_decay`` and, where set, ``lr``.
@@ -85,7 +89,7 @@ def parameter_groups(
     prefixes = sorted((lr_by_prefix or {}).items(), key=lambda kv: -len(kv[0]))
     groups: dict[tuple[bool, float | None], list[nn.Parameter]] = {}
     for name, p in named:
-        if not p.requires_grad:
+        if not p.requires_grad and not include_frozen:
             continue
         lr = next((v for k, v in prefixes if name.startswith(k)), None)
         groups.setdefault((name in no_decay, lr), []).append(p)
@@ -173,12 +177,19 @@ class VelvetTask(pl.LightningModule):
         """Per-prefix learning rates (e.g. a smaller one for a pretrained encoder); none by default."""
         return {}
 
+    def optimizes_frozen_parameters(self) -> bool:
+        """Put frozen parameters in the optimiser too (a task that unfreezes them mid-run); False by default."""
+        return False
+
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         named = [
             (f"{prefix}.{n}", p) for prefix, module in self.trainable_modules().items() for n, p in module.named_parameters()
         ]
-        groups = parameter_groups(named, self.no_weight_decay(), hp.weight_decay, self.lr_by_prefix())
+        groups = parameter_groups(
+            named, self.no_weight_decay(), hp.weight_decay, self.lr_by_prefix(),
+            include_frozen=self.optimizes_frozen_parameters(),
+        )
         optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas))
         factor = warmup_cosine(int(self.trainer.estimated_stepping_batches), hp.warmup_steps, hp.min_lr / hp.lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
