@@ -107,3 +107,25 @@ def test_test_tables_equal_an_independent_computation(frozen_run, tmp_path):
     assert [r["class"] for r in rows] == names[1:]
     assert result["settings"]["nsd_tolerance_mm"] == 2.0 and result["settings"]["roi_size"] == [64, 64, 64]
     assert "dice" in result["metric_definitions"] and result["settings"]["preprocess_fingerprint"]
+
+
+def test_test_from_a_checkpoint_rebuilds_the_saved_model(frozen_run, tmp_path):
+    task, trainer, dm = frozen_run
+    ckpt = tmp_path / "seg.ckpt"
+    trainer.save_checkpoint(ckpt)
+    # no architecture in the "recipe": velvet test --ckpt_path builds the model the checkpoint holds
+    fresh = SegmentationTask(results_dir=str(tmp_path / "again"))
+    tester = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    tester.test(fresh, datamodule=_datamodule(trainer.datamodule.data_dir.parent), ckpt_path=str(ckpt))
+    for key, value in task.segmenter.state_dict().items():
+        assert torch.equal(fresh.segmenter.state_dict()[key], value), key
+    # data prepared with another contract than the checkpoint's is refused, not silently scored
+    other = SegmentationDataModule(
+        phantoms=PHANTOMS, data_dir=str(trainer.datamodule.data_dir), cache_dir=str(tmp_path / "cache"),
+        preprocess={**PREPROCESS, "hu_window": [-100, 200]}, roi_size=(64, 64, 64), num_workers=0, warm_cache=False,
+    )
+    with pytest.raises(ValueError, match="preprocessing contract differs"):
+        pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False).test(
+            SegmentationTask(), datamodule=other, ckpt_path=str(ckpt)
+        )
+

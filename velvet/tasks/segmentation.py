@@ -114,10 +114,16 @@ class SegmentationTask(VelvetTask):
             raise RuntimeError("SegmentationTask needs class_names and roi_size, or a SegmentationDataModule that has them")
         if datamodule is not None and hasattr(datamodule, "class_names") and list(names) != datamodule.class_names:
             raise ValueError(f"class_names {list(names)} differ from the data's {datamodule.class_names}")
+        saved = self._checkpoint_meta()
+        if saved is not None:  # velvet test / fit --ckpt_path: the model exactly as it was saved
+            self._build_from_checkpoint(saved, datamodule, names)
+            return
         vision = hp.vision
+        if vision is None and hp.init_from is None:
+            # a checkpoint may still come (velvet test --ckpt_path): on_load_checkpoint builds the
+            # saved model then, and a run without one stops at _require_model with the reason
+            return
         if vision is None:
-            if hp.init_from is None:
-                raise ValueError("give vision: {preset: ...} (the encoder architecture) to train from random weights")
             from velvet.models.segmentation_encoder import encoder_config
 
             vision = encoder_config(hp.init_from)
@@ -141,6 +147,35 @@ class SegmentationTask(VelvetTask):
             self.segmenter.set_encoder_trainable(False)
             self._encoder_frozen = True
 
+    def _checkpoint_meta(self) -> dict[str, Any] | None:
+        """The velvet record of the segmentation checkpoint the trainer is about to load, if any."""
+        path = getattr(self.trainer, "ckpt_path", None)
+        if not path or not str(path).endswith(".ckpt"):
+            return None
+        from velvet.models.weights import read_weights
+
+        meta = read_weights(path).get("velvet", {})
+        return dict(meta) if meta.get("kind") == "segmentation" else None
+
+    def _build_from_checkpoint(self, meta: dict[str, Any], datamodule: Any, names: Any) -> None:
+        from velvet.data.contract import PreprocessContract
+        from velvet.models.segmentation import SegmentationConfig
+
+        config = SegmentationConfig.from_dict(meta["model_config"])
+        if names and tuple(names) != config.class_names:
+            raise ValueError(f"the checkpoint's classes {list(config.class_names)} differ from the data's {list(names)}")
+        contract = getattr(datamodule, "contract", None)
+        saved = PreprocessContract.from_dict(meta["preprocess"]) if meta.get("preprocess") else None
+        if contract is not None and saved is not None and contract.fingerprint() != saved.fingerprint():
+            raise ValueError(
+                "the data's preprocessing contract differs from the one the checkpoint was trained with: "
+                f"data {contract.to_dict()} vs checkpoint {saved.to_dict()}; evaluate with the training contract"
+            )
+        self._build(config)
+        self.encoder_source = str(meta.get("encoder_source", "checkpoint"))
+        self.preprocess = contract or saved
+        self.segmenter.preprocess = self.preprocess
+
     def _build(self, config: Any) -> None:
         from velvet.models.segmentation import SegmentationModel
 
@@ -158,6 +193,23 @@ class SegmentationTask(VelvetTask):
     def model(self) -> Any:
         """The :class:`~velvet.models.segmentation.SegmentationModel` (after :meth:`configure_model`)."""
         return self.segmenter
+
+    def _require_model(self) -> None:
+        if self.segmenter is None:
+            raise ValueError(
+                "no segmentation model: give vision: {preset: ...} (random initialisation), init_from (a "
+                "pretrained encoder) or a segmentation checkpoint (--ckpt_path)"
+            )
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        self._require_model()
+        return super().configure_optimizers()
+
+    def on_validation_start(self) -> None:
+        self._require_model()
+
+    def on_test_start(self) -> None:
+        self._require_model()
 
     def lr_by_prefix(self) -> dict[str, float]:
         return {_ENCODER: float(self.hparams.encoder_lr)} if self.hparams.encoder_lr is not None else {}
@@ -199,13 +251,9 @@ class SegmentationTask(VelvetTask):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.get("velvet", {})
         if self.segmenter is None and meta.get("kind") == "segmentation":
-            from velvet.data.contract import PreprocessContract
-            from velvet.models.segmentation import SegmentationConfig
-
-            self._build(SegmentationConfig.from_dict(meta["model_config"]))
-            if meta.get("preprocess"):
-                self.preprocess = PreprocessContract.from_dict(meta["preprocess"])
-                self.segmenter.preprocess = self.preprocess
+            datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+            names = getattr(datamodule, "class_names", None) if datamodule is not None else None
+            self._build_from_checkpoint(meta, datamodule, names)
         self._encoder_frozen = bool(meta.get("encoder_frozen", False))
         if self._encoder_frozen and self.segmenter is not None:
             self.segmenter.set_encoder_trainable(False)
