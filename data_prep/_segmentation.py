@@ -46,6 +46,7 @@ __all__ = [
     "finish",
     "label_dtype",
     "pair_record",
+    "pair_records",
     "parse_class_list",
     "read_header",
     "require_dir",
@@ -273,3 +274,30 @@ def pair_record(case: str, image: Path, label: Path, split: str, skips: Skips) -
         skips.add(image, *problem)
         return None
     return ManifestRecord(id=case, volume=str(image), split=split, label_map=str(label))  # type: ignore[arg-type]
+
+
+def pair_records(
+    cases: Mapping[str, tuple[Path, Path]],
+    split_of: Mapping[str, str],
+    skips: Skips,
+    *,
+    desc: str,
+    order: Sequence[str] | None = None,
+) -> list[ManifestRecord]:
+    """One manifest row per checked ``(image, label)`` pair, with a progress bar (see :func:`pair_record`).
+
+    Args:
+        cases: case id -> (image, label map).
+        split_of: case id -> split.
+        skips: where pairs that fail the header check are recorded.
+        desc: progress-bar label.
+        order: case order (default: sorted ids).
+    """
+    from data_prep._common import progress
+
+    records = []
+    for case in progress(order if order is not None else sorted(cases), desc=desc, unit="case"):
+        record = pair_record(case, *cases[case], split_of[case], skips)
+        if record is not None:
+            records.append(record)
+    return records

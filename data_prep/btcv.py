@@ -29,14 +29,14 @@ from typing import Literal
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_prep._common import Skips, add_common_arguments, configure_logging, progress, run_main
+from data_prep._common import Skips, add_common_arguments, configure_logging, run_main
 from data_prep._segmentation import (
     NIFTI_SUFFIX,
     UNLABELLED,
     add_fraction_arguments,
     assign_splits,
     finish,
-    pair_record,
+    pair_records,
     require_dir,
     start_output,
     walk_files,
@@ -147,11 +147,7 @@ def convert_btcv(
         test_fraction=test_fraction,
         seed=seed,
     )
-    records = []
-    for case in progress(sorted(cases), desc="BTCV", unit="case"):
-        record = pair_record(case, *cases[case], split_of[case], skips)
-        if record is not None:
-            records.append(record)
+    records = pair_records(cases, split_of, skips, desc="BTCV")
     return finish(out, records, CLASS_NAMES, skips, log=logger)
 
 

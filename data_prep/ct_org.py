@@ -26,13 +26,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_prep._common import Skips, add_common_arguments, configure_logging, progress, run_main
+from data_prep._common import Skips, add_common_arguments, configure_logging, run_main
 from data_prep._segmentation import (
     NIFTI_SUFFIX,
     add_fraction_arguments,
     assign_splits,
     finish,
-    pair_record,
+    pair_records,
     require_dir,
     start_output,
     walk_files,
@@ -98,11 +98,7 @@ def convert_ct_org(
     cases = {f"volume-{n}": (volumes[n], labels[n]) for n in sorted(set(volumes) & set(labels))}
     test = {f"volume-{n}" for n in OFFICIAL_TEST}
     split_of = assign_splits(cases, test=test, val_fraction=val_fraction, seed=seed)
-    records = []
-    for case in progress(sorted(cases, key=lambda c: int(c.split("-")[1])), desc="CT-ORG", unit="case"):
-        record = pair_record(case, *cases[case], split_of[case], skips)
-        if record is not None:
-            records.append(record)
+    records = pair_records(cases, split_of, skips, desc="CT-ORG", order=sorted(cases, key=lambda c: int(c.split("-")[1])))
     return finish(out, records, CLASS_NAMES, skips, log=logger)
 
 

@@ -32,13 +32,13 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_prep._common import Skips, add_common_arguments, configure_logging, is_junk, progress, run_main
+from data_prep._common import Skips, add_common_arguments, configure_logging, is_junk, run_main
 from data_prep._segmentation import (
     UNLABELLED,
     add_fraction_arguments,
     assign_splits,
     finish,
-    pair_record,
+    pair_records,
     start_output,
     strip_nifti_suffix,
 )
@@ -197,11 +197,7 @@ def convert_msd(
         seed=seed,
     )
     notes[_UNLISTED_NOTE] = _count_unlisted(listed, {p.parent for p in listed if p.parent.is_dir()})
-    records = []
-    for case in progress(sorted(cases), desc="MSD", unit="case"):
-        record = pair_record(case, *cases[case], split_of[case], skips)
-        if record is not None:
-            records.append(record)
+    records = pair_records(cases, split_of, skips, desc="MSD")
     return finish(out, records, names, skips, notes, log=logger)
 
 
