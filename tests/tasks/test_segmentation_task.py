@@ -129,3 +129,16 @@ def test_test_from_a_checkpoint_rebuilds_the_saved_model(frozen_run, tmp_path):
             SegmentationTask(), datamodule=other, ckpt_path=str(ckpt)
         )
 
+
+def test_segmentation_checkpoint_exports_to_a_pretrained_model(frozen_run, tmp_path):
+    import velvet
+    from velvet.models.export import export_checkpoint
+
+    task, trainer, _ = frozen_run
+    trainer.save_checkpoint(tmp_path / "seg.ckpt")
+    out = export_checkpoint(tmp_path / "seg.ckpt", tmp_path / "model")
+    model = velvet.from_pretrained(out)
+    assert model.class_names == task.segmenter.class_names and model.preprocess == task.preprocess
+    for key, value in task.segmenter.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+

@@ -60,7 +60,7 @@ def export_checkpoint(
     tokenizer_dir: str | os.PathLike[str] | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a :class:`~velvet.tasks.pretrain.PretrainTask` checkpoint as a pretrained directory.
+    """Write a pretraining or segmentation checkpoint as a pretrained directory.
 
     The checkpoint is read with ``weights_only=True`` (it never runs code), the model is rebuilt
     from the architecture stored in it and loaded strictly, and the preprocessing contract and the
@@ -87,6 +87,13 @@ def export_checkpoint(
     ckpt = Path(checkpoint)
     data = upgrade_checkpoint(read_weights(ckpt))  # v1: objective heads move out of the model
     meta = data.get("velvet")
+    if isinstance(meta, Mapping) and meta.get("kind") == "segmentation":
+        from velvet.models.segmentation import SegmentationModel
+
+        segmenter = SegmentationModel.from_checkpoint(ckpt)
+        info = {"exported_from": ckpt.name, "epoch": data.get("epoch"), "global_step": data.get("global_step"),
+                "encoder": meta.get("encoder_source"), **dict(metadata or {})}
+        return segmenter.save_pretrained(out_dir, preprocess=segmenter.preprocess, metadata=info)
     if not isinstance(meta, Mapping) or "model_config" not in meta or "state_dict" not in data:
         raise ValueError(f"{ckpt}: not a velvet pretraining checkpoint (no 'velvet' model record)")
     state = {k[len(_MODEL_PREFIX) :]: v for k, v in data["state_dict"].items() if k.startswith(_MODEL_PREFIX)}

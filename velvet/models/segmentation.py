@@ -231,6 +231,29 @@ class SegmentationModel(nn.Module):
 
     # ------------------------------------------------------------------ saving
 
+    @classmethod
+    def from_checkpoint(cls, path: Any) -> SegmentationModel:
+        """The model (with its ``.preprocess``) of a Lightning checkpoint of the segmentation task.
+
+        Read with ``weights_only=True``; loaded strictly.
+
+        Raises:
+            ValueError: not a checkpoint of the segmentation task.
+        """
+        from velvet.data.contract import PreprocessContract
+        from velvet.models.weights import load_state_dict_checked, read_weights
+
+        data = read_weights(path)
+        meta = data.get("velvet") if isinstance(data, dict) else None
+        if not isinstance(meta, dict) or meta.get("kind") != "segmentation":
+            raise ValueError(f"{path}: not a checkpoint of the segmentation task (no velvet segmentation record)")
+        model = cls(SegmentationConfig.from_dict(meta["model_config"]))
+        prefix = "segmenter."
+        state = {k[len(prefix) :]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
+        load_state_dict_checked(model, state, source=f"{path} (state_dict)")
+        model.preprocess = PreprocessContract.from_dict(meta["preprocess"]) if meta.get("preprocess") else None
+        return model
+
     def save_pretrained(self, directory: Any, **kwargs: Any) -> Any:
         """See :func:`velvet.models.pretrained.save_pretrained` (kind ``segmentation``)."""
         from velvet.models.pretrained import save_pretrained

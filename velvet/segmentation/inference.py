@@ -24,7 +24,6 @@ import torch
 
 __all__ = ["SegmentationResult", "load_segmentation_model", "resample_labels", "segment_file"]
 
-_CKPT_PREFIX = "segmenter."
 _RUN_CHECKPOINTS = ("checkpoints/best.ckpt", "checkpoints/last.ckpt")
 
 
@@ -71,7 +70,9 @@ def load_segmentation_model(source: str | os.PathLike[str], *, map_location: str
             raise FileNotFoundError(f"{path}: neither a pretrained directory nor a run folder with {' or '.join(_RUN_CHECKPOINTS)}")
         path = found
     if path.is_file() and path.suffix == ".ckpt":
-        model = _from_checkpoint(path)
+        from velvet.models.segmentation import SegmentationModel
+
+        model = SegmentationModel.from_checkpoint(path)
     else:
         from velvet.models.pretrained import from_pretrained
 
@@ -83,22 +84,6 @@ def load_segmentation_model(source: str | os.PathLike[str], *, map_location: str
     if model.preprocess is None:
         raise ValueError(f"{source}: saved without its preprocessing contract; cannot prepare scans for it")
     return model.to(map_location).eval()
-
-
-def _from_checkpoint(path: Path) -> Any:
-    from velvet.data.contract import PreprocessContract
-    from velvet.models.segmentation import SegmentationConfig, SegmentationModel
-    from velvet.models.weights import load_state_dict_checked, read_weights
-
-    data = read_weights(path)
-    meta = data.get("velvet") if isinstance(data, dict) else None
-    if not isinstance(meta, dict) or meta.get("kind") != "segmentation":
-        raise ValueError(f"{path}: not a checkpoint of the segmentation task (no velvet segmentation record)")
-    model = SegmentationModel(SegmentationConfig.from_dict(meta["model_config"]))
-    state = {k[len(_CKPT_PREFIX) :]: v for k, v in data["state_dict"].items() if k.startswith(_CKPT_PREFIX)}
-    load_state_dict_checked(model, state, source=f"{path} (state_dict)")
-    model.preprocess = PreprocessContract.from_dict(meta["preprocess"]) if meta.get("preprocess") else None
-    return model
 
 
 def resample_labels(

@@ -15,7 +15,8 @@ def add_parser(subparsers: Any) -> None:
         "export",
         help="export a `velvet fit` checkpoint as a pretrained model (safetensors + config + tokenizer)",
         description="Export a pretraining checkpoint (.ckpt) to a directory that "
-        "VelvetModel.from_pretrained, `velvet embed` and `velvet search` load.",
+        "VelvetModel.from_pretrained, `velvet embed` and `velvet search` load, or a segmentation "
+        "checkpoint to one that `velvet segment` and velvet.from_pretrained load.",
     )
     parser.add_argument("checkpoint", help="the .ckpt file written by `velvet fit`")
     parser.add_argument("out", help="output directory (replaced atomically if it exists)")
