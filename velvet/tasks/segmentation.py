@@ -317,7 +317,7 @@ class SegmentationTask(VelvetTask):
         if not metrics.cases:
             return None
         summary = metrics.summary()
-        values = {f"{stage}/{k}": v for k, v in summary.items() if k != "cases" and not math.isnan(v)}
+        values = {f"{stage}/{k}": v for k, v in summary.items() if not math.isnan(v)}  # with the number of cases
         for row in metrics.per_class():
             for key in ("dice", "nsd", "hd95"):
                 if not math.isnan(row[key]):
