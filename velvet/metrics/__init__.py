@@ -1,1 +1,1 @@
-"""Evaluation metrics (retrieval now; NLG and segmentation wrappers with their tasks)."""
+"""Evaluation metrics: retrieval, and segmentation in millimetres (Dice, NSD, HD95) with its result tables."""

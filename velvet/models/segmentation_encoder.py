@@ -99,11 +99,10 @@ def encoder_state(source: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
         state = _velvet_state(path, "vision")
         what = f"pretraining checkpoint {path}"
     else:
+        from velvet.models.pretrained import WEIGHTS_NAME, verify_pretrained_files
         from velvet.models.weights import read_weights
 
         folder, config = _pretrained_kind(source)
-        from velvet.models.pretrained import WEIGHTS_NAME, verify_pretrained_files
-
         verify_pretrained_files(folder, config)
         weights = read_weights(folder / WEIGHTS_NAME)
         prefix = {"velvet": "vision.", "vision": "", "segmentation": ENCODER_PREFIX}.get(config["kind"])
