@@ -78,6 +78,8 @@ FORBIDDEN: dict[str, frozenset[str]] = {
     "velvet.pretraining": frozenset({"velvet.tasks", "velvet.cli"}),
     "velvet.segmentation": frozenset({"velvet.pretraining", "velvet.tasks", "velvet.cli"}),
     "velvet.tasks": frozenset({"velvet.cli"}),
+    "velvet.evaluation": frozenset({"velvet.pretraining", "velvet.tasks", "velvet.cli"}),
+    "velvet.grounding": frozenset({"velvet.evaluation", "velvet.pretraining", "velvet.tasks", "velvet.cli"}),
 }
 
 
@@ -170,7 +172,9 @@ def subpackage_graph() -> dict[str, dict[str, str]]:
         if source == "velvet":
             continue
         edges = graph.setdefault(source, {})
-        for name, line in imported_modules(path.read_text(encoding="utf-8"), module, is_package=path.name == "__init__.py"):
+        for name, line in imported_modules(
+            path.read_text(encoding="utf-8"), module, is_package=path.name == "__init__.py"
+        ):
             target = _subpackage(name)
             if target not in (source, "velvet"):
                 edges.setdefault(target, f"{path.relative_to(_ROOT.parent)}:{line}")

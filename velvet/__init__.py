@@ -29,6 +29,8 @@ _LAZY: dict[str, str] = {
     # the loader lives with the models; velvet.hub only downloads (it never imports velvet.models)
     "load_pretrained": "velvet.models.pretrained:from_pretrained",
     "register_pretrained": "velvet.hub:register_pretrained",
+    "evaluate": "velvet.evaluation.protocols:evaluate",
+    "zero_shot": "velvet.evaluation.zeroshot:zero_shot",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

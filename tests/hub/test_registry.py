@@ -61,7 +61,8 @@ def test_builtins_are_listed_with_every_field() -> None:
         assert not entry.available and "not published" in entry.unavailable_reason
         assert entry.hf_repo is None and entry.base_url is None and entry.source == "none"
     assert get_pretrained("velvet-btsv.m3d-cap").preprocess == {"preset": "m3d_cap"}
-    assert not list_pretrained(available_only=True)
+    # the only weights available are the ones shipped inside the package
+    assert [e.name for e in list_pretrained(available_only=True)] == ["velvet-tiny.phantoms"]
 
 
 @pytest.mark.parametrize("name", BUILTIN)
@@ -88,7 +89,10 @@ def test_register_and_overwrite() -> None:
         register_pretrained(_entry())
     hub = register_pretrained(_entry(base_url=None, hf_repo="me/velvet", revision="0123abc"), overwrite=True)
     assert get_pretrained("velvet-tiny.mine").source == "hf://me/velvet@0123abc" == hub.source
-    assert [e.name for e in list_pretrained(available_only=True)] == ["velvet-tiny.mine"]
+    assert [e.name for e in list_pretrained(available_only=True)] == [
+        "velvet-tiny.mine",
+        "velvet-tiny.phantoms",
+    ]
 
 
 def test_entries_are_immutable() -> None:
@@ -113,7 +117,7 @@ def test_entries_are_immutable() -> None:
         ({"files": {"tokenizer//vocab.txt": _SHA}}, "relative POSIX"),
         ({"files": {"config.json": _SHA}}, "model.safetensors"),
         ({"base_url": None}, "needs a source"),
-        ({"hf_repo": "me/velvet"}, "not both"),
+        ({"hf_repo": "me/velvet"}, "one source"),
         ({"available": False, "base_url": None}, "unavailable_reason"),
     ],
 )

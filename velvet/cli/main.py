@@ -31,6 +31,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "embed",
     "search",
     "segment",
+    "evaluate",
+    "ground",
 )
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "fetch_verified",
     "file_url",
     "is_offline",
+    "packaged_folder",
     "sha256_file",
 ]
 
@@ -54,12 +55,13 @@ _PROGRESS_MIN_BYTES = 1 << 20  # no bar for config and tokenizer files
 
 
 class ChecksumError(RuntimeError):
-    """A file's sha256 differs from the registry's; the file has been deleted."""
+    """A file's sha256 differs from the registry's; a cached file has been deleted (a packaged one is kept)."""
 
-    def __init__(self, path: Path | str, expected: str, actual: str, what: str) -> None:
-        super().__init__(
-            f"{path}: sha256 mismatch ({what}): expected {expected}, got {actual}; the file was deleted"
-        )
+    def __init__(
+        self, path: Path | str, expected: str, actual: str, what: str, *, deleted: bool = True
+    ) -> None:
+        tail = "; the file was deleted" if deleted else ""
+        super().__init__(f"{path}: sha256 mismatch ({what}): expected {expected}, got {actual}{tail}")
         self.path, self.expected, self.actual = Path(path), expected, actual
 
 
@@ -189,6 +191,32 @@ def fetch_verified(
     return dest
 
 
+def packaged_folder(entry: PretrainedEntry) -> Path:
+    """The folder of a packaged entry, every file checked against the registry's sha256.
+
+    Raises:
+        ChecksumError: a file differs (the installation is damaged or was edited).
+        FileNotFoundError: a file is missing from the installation.
+    """
+    folder = Path(__file__).with_name("weights") / entry.name
+    for filename, digest in entry.files.items():
+        path = folder / filename
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: file of the packaged weights {entry.name} is missing; reinstall velvet"
+            )
+        actual = sha256_file(path)
+        if actual != digest:
+            raise ChecksumError(
+                path,
+                digest,
+                actual,
+                "packaged file differs from the registry; reinstall velvet",
+                deleted=False,
+            )
+    return folder
+
+
 def download_pretrained(
     name: str, *, cache_dir: str | os.PathLike[str] | None = None, progress: bool = True
 ) -> Path:
@@ -210,6 +238,8 @@ def download_pretrained(
     entry = get_pretrained(name)
     if not entry.available:
         raise PretrainedUnavailableError(f"{name}: not available: {entry.unavailable_reason}")
+    if entry.packaged:
+        return packaged_folder(entry)
     folder = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
     folder = folder / "pretrained" / name
     for filename, digest in entry.files.items():

@@ -3,9 +3,12 @@
 An entry names its architecture (a registered model such as ``velvet-btsv``), one source (a
 Hugging Face Hub repo at a revision, or a base URL), every file of the pretrained directory with
 its full sha256, and the facts a user needs before trusting the weights: licence, paper,
-preprocessing contract. velvet has published no checkpoints yet, so every built-in entry is
-``available=False``; nothing here points at files that do not exist. Users add their own
-entries with :func:`register_pretrained`.
+preprocessing contract. A third kind of source, ``packaged``, means the files travel inside the
+velvet package (``velvet/hub/weights/<name>/``): ``velvet-tiny.phantoms``, a tiny model trained on
+the built-in synthetic phantoms, works right after install with no network; its files are
+sha256-checked on every load like downloaded ones. The paper-size weights are not published yet,
+so those entries are ``available=False``; nothing here points at files that do not exist. Users
+add their own entries with :func:`register_pretrained`.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class PretrainedEntry:
         hf_repo: a Hugging Face Hub model repo id (``org/name``); exclusive with ``base_url``.
         revision: the Hub revision; pin a commit hash so the files cannot change under the hashes.
         base_url: files are fetched from ``base_url + '/' + file name``; exclusive with ``hf_repo``.
+        packaged: the files ship inside the velvet package (``velvet/hub/weights/<name>/``).
         license: the weights' licence (SPDX id or a short text).
         paper: citation or URL of the method.
         preprocess: the preprocessing contract the weights expect, e.g. ``{"preset": "m3d_cap"}``.
@@ -72,6 +76,7 @@ class PretrainedEntry:
     hf_repo: str | None = None
     revision: str = "main"
     base_url: str | None = None
+    packaged: bool = False
     license: str = ""
     paper: str = ""
     preprocess: Mapping[str, Any] = field(default_factory=dict)
@@ -86,14 +91,16 @@ class PretrainedEntry:
         # read-only copies: a frozen entry must not change through a dict the caller still holds
         object.__setattr__(self, "files", MappingProxyType(files))
         object.__setattr__(self, "preprocess", MappingProxyType(dict(self.preprocess)))
-        if self.hf_repo and self.base_url:
-            raise ValueError(f"{self.name}: give hf_repo or base_url, not both")
+        if sum(map(bool, (self.hf_repo, self.base_url, self.packaged))) > 1:
+            raise ValueError(f"{self.name}: give one source (hf_repo, base_url or packaged), not several")
         if not self.available:
             if not self.unavailable_reason:
                 raise ValueError(f"{self.name}: an unavailable entry needs an unavailable_reason")
             return
-        if not (self.hf_repo or self.base_url):
-            raise ValueError(f"{self.name}: an available entry needs a source (hf_repo or base_url)")
+        if not (self.hf_repo or self.base_url or self.packaged):
+            raise ValueError(
+                f"{self.name}: an available entry needs a source (hf_repo, base_url or packaged)"
+            )
         missing = [f for f in REQUIRED_FILES if f not in files]
         if missing:
             raise ValueError(
@@ -102,7 +109,9 @@ class PretrainedEntry:
 
     @property
     def source(self) -> str:
-        """Where the files come from, for messages: ``hf://<repo>@<revision>``, the base URL, or ``none``."""
+        """Where the files come from, for messages: ``hf://<repo>@<revision>``, the base URL, ``package://...`` or ``none``."""
+        if self.packaged:
+            return f"package://velvet/hub/weights/{self.name}"
         if self.hf_repo:
             return f"hf://{self.hf_repo}@{self.revision}"
         return self.base_url or "none"
@@ -169,8 +178,40 @@ def get_pretrained(name: str) -> PretrainedEntry:
     return _REGISTRY[name]
 
 
+# sha256 of the files shipped in velvet/hub/weights/velvet-tiny.phantoms (written by
+# `velvet export runs/tiny/checkpoints/last.ckpt velvet/hub/weights/velvet-tiny.phantoms`)
+_TINY_PHANTOMS_FILES = {
+    "config.json": "a09a28da7f129d1ac905b0b96e5a6b9621864491aa2f2951baa6afbdff5309a8",
+    "model.safetensors": "e94d68d19a4eb2201f8eec8782f0042061b142a384337d8573fc3413528f6e87",
+    "tokenizer/tokenizer.json": "32c9e39295f864ccc460dd6ac9b358c47e0fc9d80bdf212afed0063e6207fb10",
+    "tokenizer/tokenizer_config.json": "86edfbd1d109094d4ea6a04c83822681bd05e495ced8de2cbcd6fea518da3440",
+}
+
+
 def _builtin() -> list[PretrainedEntry]:
     return [
+        PretrainedEntry(
+            name="velvet-tiny.phantoms",
+            arch="velvet-tiny",
+            files=_TINY_PHANTOMS_FILES,
+            packaged=True,
+            license="Apache-2.0",
+            paper=_PAPER,
+            preprocess={
+                "preset": "ct_rate",
+                "hu_window": [-200, 300],
+                "crop_foreground": True,
+                "spacing": None,
+                "spatial_size": [32, 32, 32],
+                "size_mode": "resize",
+            },  # fmt: skip
+            description=(
+                "a tiny VELVET model (0.5 M parameters, 32^3 input) trained on velvet's SYNTHETIC phantom CTs with "
+                "report, sentence and word alignment (recipes/pretrain/phantoms_tiny.yaml); it ships inside the "
+                "package to try embed / search / evaluate / ground / zero_shot offline. Not for clinical use: "
+                "it has never seen a real scan"
+            ),
+        ),
         PretrainedEntry(
             name="velvet-btsv.m3d-cap",
             arch="velvet-btsv",

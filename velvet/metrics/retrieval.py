@@ -69,7 +69,7 @@ def retrieval_metrics(
     sim = similarity.detach().float()
     out: dict[str, float] = {f"{prefix}gallery_size": float(sim.shape[0])}
     for direction, matrix in (("i2t", sim), ("t2i", sim.T)):
-        ranks = retrieval_ranks(matrix).float()
+        ranks = retrieval_ranks(matrix).double()
         for k in ks:
             out[f"{prefix}recall@{k}_{direction}"] = float((ranks <= k).float().mean())
         out[f"{prefix}mean_rank_{direction}"] = float(ranks.mean())
