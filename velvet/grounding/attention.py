@@ -7,6 +7,12 @@ L2-normalised) and the text's projected units ``w_k``, the local alignment loss 
 ``k``'s heat map: where the model looks when it reads that word or sentence. ``mode="similarity"``
 gives the plain cosine ``<v_r, w_k>`` instead. Maps are upsampled trilinearly to the model input's
 grid (the preprocessed scan) for drawing.
+
+Caveat, by construction: ``a_kr`` is a softmax over the text's ``T`` units of a cosine, so
+``a_kr <= e / (e + (T - 1) / e)`` (0.07 for 100 words) and ``alpha`` can vary by at most
+``exp(temp1 * 0.07) = 1.32`` times over the regions. For long reports the method's word attention
+is nearly uniform whatever the training; :meth:`Grounding.focus` measures it and ``velvet ground``
+warns. Sentences (a few units per report) are bounded far less.
 """
 
 from __future__ import annotations
