@@ -27,7 +27,14 @@ import torch
 from velvet.utils.atomic import atomic_path
 from velvet.utils.hashing import sha256_text
 
-__all__ = ["FEATURES", "EmbeddingCache", "compute_features", "file_identity", "model_fingerprint"]
+__all__ = [
+    "FEATURES",
+    "EmbeddingCache",
+    "compute_features",
+    "file_identity",
+    "image_features",
+    "model_fingerprint",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +139,11 @@ class EmbeddingCache:
         self._dirty = False
 
 
-def _image_features(model: Any, image: torch.Tensor, features: Sequence[str]) -> dict[str, torch.Tensor]:
+def image_features(model: Any, image: torch.Tensor, features: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The requested :data:`FEATURES` of a ``(B, 1, H, W, D)`` model-input batch, one encoder pass.
+
+    ``<level>_regions`` are the level's vision map projected into the shared space, ``(B, R, E)``.
+    """
     out = model.encode_image(image)
     result: dict[str, torch.Tensor] = {}
     if "embedding" in features:
@@ -212,7 +223,7 @@ def compute_features(
             image = torch.stack(
                 [torch.as_tensor(source.get_or_create(records[i])["image"]).float() for i in part]
             )
-            values = _image_features(model, image.to(device), features)
+            values = image_features(model, image.to(device), features)
             for j, i in enumerate(part):
                 rows[i] = {k: v[j].float().cpu() for k, v in values.items()}
                 if cache is not None:

@@ -107,6 +107,7 @@ def zero_shot(
     Returns:
         finding name -> ``(N,)`` scores (probabilities under ``pair_softmax``), in the set's order.
     """
+    from velvet.evaluation.embeddings import image_features
     from velvet.evaluation.findings import list_finding_sets, load_finding_set
     from velvet.models.inference import prepare_volumes
 
@@ -125,7 +126,8 @@ def zero_shot(
     model.eval()
     device = next(model.parameters()).device
     items = list(scans) if isinstance(scans, (list, tuple)) else [scans]
-    feats: dict[str, list[torch.Tensor]] = {}
+    feature = "embedding" if level == "report" else f"{level}_regions"
+    chunks: list[torch.Tensor] = []
     with torch.no_grad():
         for start in range(0, len(items), batch_size):
             part = items[start : start + batch_size]
@@ -134,11 +136,7 @@ def zero_shot(
             )
             # a MetaTensor from the transforms would make every output a MetaTensor: plain tensors out
             image = image.as_tensor() if hasattr(image, "as_tensor") else image
-            out = model.encode_image(image.to(device))
-            if level == "report":
-                feats.setdefault("embedding", []).append(out["embedding"])
-            else:
-                feats.setdefault(f"{level}_regions", []).append(model.image_regions(out["maps"], level))
-    image_feats = {k: torch.cat(v).cpu() for k, v in feats.items()}
+            chunks.append(image_features(model, image.to(device), [feature])[feature].cpu())
+    image_feats = {feature: torch.cat(chunks)}
     scores = zero_shot_scores(model, image_feats, finding_set, level=level, rule=rule)
     return {name: scores[:, i] for i, name in enumerate(finding_set.names)}
