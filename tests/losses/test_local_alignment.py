@@ -13,16 +13,17 @@ KEY = "itc_word_loss"
 F64 = torch.float64
 
 
-def naive_score(regions, tokens, token_mask, region_mask, t1, t2, t3, agg) -> torch.Tensor:
+def naive_score(regions, tokens, token_mask, region_mask, t1, t2, t3, agg, attention="gloria") -> torch.Tensor:
     """GLoRIA score of one image (R, E) and one text (T, E), token by token and region by region."""
     v = [regions[r] / regions[r].norm() for r in range(regions.shape[0]) if region_mask[r]]
     w = [tokens[k] / tokens[k].norm() for k in range(tokens.shape[0]) if token_mask[k]]
-    # a[k][r]: softmax over the tokens k of <v_r, w_k>, one region at a time
+    # a[k][r]: softmax over the tokens k of <v_r, w_k>, one region at a time ("gloria"), or the
+    # cosine itself ("regions": the softmax over regions below is then the only one)
     a = [[None] * len(v) for _ in w]
     for r in range(len(v)):
         col = [torch.exp(torch.dot(v[r], w[k])) for k in range(len(w))]
         for k in range(len(w)):
-            a[k][r] = col[k] / sum(col)
+            a[k][r] = col[k] / sum(col) if attention == "gloria" else torch.dot(v[r], w[k])
     terms = []
     for k in range(len(w)):
         e = [torch.exp(t1 * a[k][r]) for r in range(len(v))]
@@ -33,10 +34,12 @@ def naive_score(regions, tokens, token_mask, region_mask, t1, t2, t3, agg) -> to
     return t3 * torch.log(total)
 
 
-def naive_loss(regions, tokens, token_mask, region_mask, t1=4.0, t2=5.0, t3=10.0, agg="sum") -> torch.Tensor:
+def naive_loss(
+    regions, tokens, token_mask, region_mask, t1=4.0, t2=5.0, t3=10.0, agg="sum", attention="gloria"
+) -> torch.Tensor:
     b = regions.shape[0]
-    s = [[naive_score(regions[j], tokens[i], token_mask[i], region_mask[j], t1, t2, t3, agg) for i in range(b)]
-         for j in range(b)]  # fmt: skip
+    s = [[naive_score(regions[j], tokens[i], token_mask[i], region_mask[j], t1, t2, t3, agg, attention)
+          for i in range(b)] for j in range(b)]  # fmt: skip
     rows = sum(torch.log(sum(torch.exp(s[j][i]) for i in range(b))) - s[j][j] for j in range(b)) / b
     cols = sum(torch.log(sum(torch.exp(s[j][i]) for j in range(b))) - s[i][i] for i in range(b)) / b
     return 0.5 * (rows + cols)
@@ -54,14 +57,15 @@ def make_batch(seed: int, b: int = 3, r: int = 5, t: int = 4, e: int = 6):
     return regions, tokens, token_mask, region_mask
 
 
+@pytest.mark.parametrize("attention", ["gloria", "regions"])
 @pytest.mark.parametrize("agg", ["sum", "mean"])
 @pytest.mark.parametrize("use_region_mask", [False, True])
-def test_matches_naive_forward_and_grad(agg: str, use_region_mask: bool) -> None:
+def test_matches_naive_forward_and_grad(agg: str, use_region_mask: bool, attention: str) -> None:
     regions, tokens, token_mask, region_mask = make_batch(0)
-    loss_fn = LocalAlignmentLoss(agg=agg, name="itc_word")
+    loss_fn = LocalAlignmentLoss(agg=agg, name="itc_word", attention=attention)
     loss = loss_fn(regions, tokens, token_mask, region_mask if use_region_mask else None)[KEY]
     full = region_mask if use_region_mask else torch.ones_like(region_mask)
-    ref = naive_loss(regions, tokens, token_mask, full, agg=agg)
+    ref = naive_loss(regions, tokens, token_mask, full, agg=agg, attention=attention)
     assert torch.allclose(loss, ref, atol=1e-9), (loss, ref)
     grads = torch.autograd.grad(loss, [regions, tokens])
     ref_grads = torch.autograd.grad(ref, [regions, tokens])
@@ -175,3 +179,21 @@ def test_bad_arguments_raise() -> None:
         LocalAlignmentLoss()(regions[:2], tokens, token_mask)
     with pytest.raises(ValueError, match="valid region"):
         LocalAlignmentLoss()(regions, tokens, token_mask, torch.zeros(3, 5, dtype=torch.bool))
+
+
+def test_regions_attention_can_point_where_gloria_cannot() -> None:
+    """One region matches the word: the regions attention puts most weight there, GLoRIA's cannot
+    on a long text (its alpha varies by at most exp(temp1 * e^2 / (e^2 + T - 1)) over regions)."""
+    from velvet.grounding.attention import unit_heat
+
+    e, n_reg, n_tok = 16, 64, 100
+    g = torch.Generator().manual_seed(3)
+    tokens = torch.randn(n_tok, e, generator=g)
+    regions = torch.randn(n_reg, e, generator=g)
+    regions[7] = tokens[0] * 3  # region 7 is the word's
+    mask = torch.ones(n_tok, dtype=torch.bool)
+    sharp = unit_heat(regions, tokens, mask, temp1=10.0, attention="regions")[0]
+    flat = unit_heat(regions, tokens, mask, temp1=10.0, attention="gloria")[0]
+    assert int(sharp.argmax()) == 7 and float(sharp[7]) > 0.5
+    bound = math.exp(10.0 * math.e**2 / (math.e**2 + n_tok - 1))
+    assert float(flat.max() / flat.min()) <= bound + 1e-6

@@ -134,7 +134,7 @@ def _retrieval(
     model: Any, manifest: Any, path: Any, s: dict[str, Any], ctx: dict[str, Any], seed: int, out: Any
 ) -> dict[str, Any]:
     from velvet.evaluation.embeddings import compute_features
-    from velvet.evaluation.scores import LOCAL_TEMPERATURES, multi_level_scores
+    from velvet.evaluation.scores import local_settings, multi_level_scores
     from velvet.evaluation.text import encode_texts
     from velvet.metrics.retrieval import retrieval_metrics, retrieval_ranks
 
@@ -159,7 +159,8 @@ def _retrieval(
         "metric_definitions": {
             "recall": RECALL_DEFINITION,
             "score": "sum over levels of weight * level score; report = logit_scale * cosine, sentence/word = "
-            f"GLoRIA local score with temperatures {list(LOCAL_TEMPERATURES)} and sum aggregation",
+            "the local alignment score with the model's local settings (local_score)",
+            "local_score": local_settings(model),
             "median_rank": "the middle rank (mean of the two middle ranks for an even count)",
         },
         "worst_cases_i2t": [
@@ -182,6 +183,7 @@ def _zeroshot(
     from velvet.evaluation.classification_report import choose_thresholds, classification_report
     from velvet.evaluation.embeddings import compute_features
     from velvet.evaluation.findings import load_finding_set
+    from velvet.evaluation.scores import local_settings
     from velvet.evaluation.zeroshot import zero_shot_scores
 
     if not s.get("finding_set"):
@@ -217,7 +219,10 @@ def _zeroshot(
         "metrics": {"macro": report["macro"]},
         "per_finding": report["per_finding"],
         "undefined_auroc": report["undefined_auroc"],
-        "metric_definitions": _classification_definitions(s),
+        "metric_definitions": {
+            **_classification_definitions(s),
+            **({"local_score": local_settings(model)} if s["level"] != "report" else {}),
+        },
     }
 
 

@@ -1,9 +1,10 @@
 """Image-text score matrices at each alignment level, as the pretraining losses saw them.
 
 - ``report``: ``logit_scale * cos(image embedding, text embedding)``, the report-level ITC logit.
-- ``sentence`` / ``word``: the GLoRIA local score of :func:`velvet.losses.local_alignment.local_similarity`
+- ``sentence`` / ``word``: the local score of :func:`velvet.losses.local_alignment.local_similarity`
   between the projected regions of the image's sentence / word map and the text's projected units,
-  with the temperatures the losses use by default (4, 5, 10) and sum aggregation.
+  with the model's own local settings (:func:`local_settings`: attention, temperatures and
+  aggregation from its config, i.e. what its local losses used).
 
 The multi-level score of a pair is ``sum_level weight_level * score_level``.
 """
@@ -15,10 +16,19 @@ from typing import Any
 
 import torch
 
-__all__ = ["LEVELS", "LOCAL_TEMPERATURES", "level_scores", "multi_level_scores"]
+__all__ = ["LEVELS", "level_scores", "local_settings", "multi_level_scores"]
 
 LEVELS = ("report", "sentence", "word")
-LOCAL_TEMPERATURES = (4.0, 5.0, 10.0)
+
+
+def local_settings(model: Any) -> dict[str, Any]:
+    """The local-score settings of ``model`` (from its config): ``attention``, ``temperatures``, ``agg``."""
+    cfg = model.config
+    return {
+        "attention": cfg.local_attention,
+        "temperatures": [float(t) for t in cfg.local_temperatures],
+        "agg": cfg.local_agg,
+    }
 
 
 @torch.no_grad()
@@ -28,18 +38,16 @@ def level_scores(
     text: Mapping[str, torch.Tensor],
     level: str,
     *,
-    temperatures: tuple[float, float, float] = LOCAL_TEMPERATURES,
     chunk_size: int = 8,
 ) -> torch.Tensor:
     """``(N_image, N_text)`` scores of one level.
 
     Args:
-        model: the :class:`~velvet.models.velvet.VelvetModel` (for its logit scale).
+        model: the :class:`~velvet.models.velvet.VelvetModel` (its logit scale and local settings).
         image: features from :func:`~velvet.evaluation.embeddings.compute_features`
             (``embedding`` and/or ``<level>_regions``).
         text: features from :func:`~velvet.evaluation.text.encode_texts`.
         level: ``report``, ``sentence`` or ``word``.
-        temperatures: GLoRIA ``(temp1, temp2, temp3)`` of the local levels.
         chunk_size: images scored at a time (bounds memory: chunk * R * N_text * T floats).
     """
     if level == "report":
@@ -49,10 +57,11 @@ def level_scores(
         raise ValueError(f"unknown level {level!r}; known: {list(LEVELS)}")
     from velvet.losses.local_alignment import local_similarity
 
-    t1, t2, t3 = temperatures
+    local = local_settings(model)
+    t1, t2, t3 = local["temperatures"]
     return local_similarity(
         image[f"{level}_regions"].float(), text[level].float(), text[f"{level}_mask"].bool(),
-        temp1=t1, temp2=t2, temp3=t3, agg="sum", chunk_size=chunk_size,
+        temp1=t1, temp2=t2, temp3=t3, agg=local["agg"], attention=local["attention"], chunk_size=chunk_size,
     )  # fmt: skip
 
 

@@ -1,18 +1,23 @@
 """Word- and sentence-to-region attention of the local alignment, as heat maps over the scan.
 
 For one image and one text, with the image's projected regions ``v_r`` (the word or sentence map,
-L2-normalised) and the text's projected units ``w_k``, the local alignment loss attends
-``a_kr = softmax_k <v_r, w_k>`` and ``alpha_kr = softmax_r(temp1 * a_kr)`` (GLoRIA; see
-:func:`velvet.losses.local_alignment.local_similarity`). ``alpha_k`` over the regions is unit
-``k``'s heat map: where the model looks when it reads that word or sentence. ``mode="similarity"``
-gives the plain cosine ``<v_r, w_k>`` instead. Maps are upsampled trilinearly to the model input's
-grid (the preprocessed scan) for drawing.
+L2-normalised) and the text's projected units ``w_k``, the local alignment attends over the regions
+with ``alpha_kr`` (see :func:`velvet.losses.local_alignment.local_similarity`), in the way the
+model's config says (``local_attention``, the one its losses trained with):
 
-Caveat, by construction: ``a_kr`` is a softmax over the text's ``T`` units of a cosine, so
-``a_kr <= e / (e + (T - 1) / e)`` (0.07 for 100 words) and ``alpha`` can vary by at most
-``exp(temp1 * 0.07) = 1.32`` times over the regions. For long reports the method's word attention
-is nearly uniform whatever the training; :meth:`Grounding.focus` measures it and ``velvet ground``
-warns. Sentences (a few units per report) are bounded far less.
+- ``regions``: ``alpha_kr = softmax_r(temp1 * <v_r, w_k>)``, which can point at a region;
+- ``gloria`` (the method's): ``a_kr = softmax_k <v_r, w_k>`` and ``alpha_kr = softmax_r(temp1 * a_kr)``.
+
+``alpha_k`` over the regions is unit ``k``'s heat map: where the model looks when it reads that
+word or sentence. ``mode="similarity"`` gives the plain cosine ``<v_r, w_k>`` instead. Maps are
+upsampled trilinearly to the model input's grid (the preprocessed scan) for drawing.
+
+Caveat of the ``gloria`` attention, by construction: ``a_kr`` is a softmax over the text's ``T``
+units of a cosine, so ``a_kr <= e^2 / (e^2 + T - 1)`` (0.07 for 100 words) and ``alpha`` can vary
+by at most ``exp(temp1 * 0.07) = 1.32`` times over the regions. For long reports that word
+attention is nearly uniform whatever the training; :meth:`Grounding.focus` measures it and
+``velvet ground`` warns. Sentences (a few units per report) are bounded far less. Models trained
+with ``local_attention: regions`` (``velvet-tiny.phantoms``) do not have this limit.
 """
 
 from __future__ import annotations
@@ -96,6 +101,7 @@ def unit_heat(
     *,
     temp1: float = 4.0,
     mode: str = "attention",
+    attention: str = "gloria",
 ) -> torch.Tensor:
     """``(U, R)`` heat of each valid unit over the regions of one image.
 
@@ -104,6 +110,7 @@ def unit_heat(
         units: ``(T, E)`` projected units; unit_mask: ``(T,)`` bool valid units (U of them).
         temp1: the attention sharpness of the local loss.
         mode: ``attention`` (alpha of the loss) or ``similarity`` (cosine).
+        attention: the loss's attention, ``gloria`` or ``regions`` (module docstring).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -112,6 +119,10 @@ def unit_heat(
     dots = w @ v.T  # (T, R)
     if mode == "similarity":
         return dots[unit_mask]
+    if attention == "regions":
+        return (temp1 * dots[unit_mask]).softmax(dim=1)  # over regions, per unit
+    if attention != "gloria":
+        raise ValueError(f"attention must be 'gloria' or 'regions', got {attention!r}")
     a = dots.masked_fill(~unit_mask[:, None], float("-inf")).softmax(dim=0)  # over units, per region
     return (temp1 * a[unit_mask]).softmax(dim=1)  # over regions, per unit
 
@@ -169,7 +180,10 @@ def ground(
     encoded = model.encode_text(batch)
     units, mask = model.text_units(encoded, level)
     mask = mask[0].bool()
-    heat = unit_heat(regions, units[0], mask, mode=mode)  # (U, R)
+    cfg = model.config  # the attention the model's local losses trained with
+    heat = unit_heat(
+        regions, units[0], mask, temp1=cfg.local_temperatures[0], mode=mode, attention=cfg.local_attention
+    )  # (U, R)
     coarse = heat.view(-1, *grid)
     fine = F.interpolate(coarse[:, None], size=tuple(image.shape[2:]), mode="trilinear", align_corners=False)[
         :, 0

@@ -16,6 +16,8 @@ __all__ = ["LocalAlignmentLoss", "local_similarity"]
 
 Agg = Literal["sum", "mean"]
 _AGGS = ("sum", "mean")
+Attention = Literal["gloria", "regions"]
+_ATTENTIONS = ("gloria", "regions")
 _EPS = 1e-8
 
 
@@ -59,6 +61,7 @@ def _pair_scores(
     temp2: float,
     temp3: float,
     agg: str,
+    attention: str = "gloria",
 ) -> torch.Tensor:
     """Scores of every (image, text) pair; inputs already L2-normalised.
 
@@ -74,11 +77,16 @@ def _pair_scores(
     # <v_r, w_k> for every image j, region r, text i, token k as ONE 2-D matmul: a broadcast
     # matmul would materialise the regions once per text (Bi * Bt * R * E) and save that copy
     dots = (regions.reshape(-1, dim) @ tokens.reshape(-1, dim).T).view(n_img, n_reg, n_txt, n_tok)
-    # in place: mm's backward needs its inputs, not its output, so this saves a full-size copy
-    dots.masked_fill_(~token_mask[None, None], float("-inf"))
-    attn = dots.softmax(dim=3)  # (Bi, R, Bt, T), a_kr: softmax over the text tokens k (GLoRIA)
-    del dots
-    scaled = attn * temp1
+    if attention == "gloria":
+        # in place: mm's backward needs its inputs, not its output, so this saves a full-size copy
+        dots.masked_fill_(~token_mask[None, None], float("-inf"))
+        attn = dots.softmax(dim=3)  # (Bi, R, Bt, T), a_kr: softmax over the text tokens k (GLoRIA)
+        del dots
+        scaled = attn * temp1
+    else:
+        # "regions": the cosine itself is scaled; padded tokens get an attention too, but their
+        # scores are masked out of the aggregation below
+        scaled = dots.mul_(temp1)
     if region_mask is not None:
         scaled.masked_fill_(~region_mask[:, :, None, None], float("-inf"))
     alpha = scaled.softmax(dim=1)  # (Bi, R, Bt, T), alpha_kr: softmax over the regions r
@@ -106,6 +114,7 @@ def local_similarity(
     temp3: float = 10.0,
     agg: Agg = "sum",
     chunk_size: int | None = None,
+    attention: Attention = "gloria",
 ) -> torch.Tensor:
     """Local alignment score of every image against every text (GLoRIA, Huang et al. 2021).
 
@@ -114,6 +123,13 @@ def local_similarity(
     ``c_k = sum_r alpha_kr v_r`` and ``S(j, i) = temp3 * log sum_k exp(temp2 * cos(w_k, c_k))``.
     ``agg="mean"`` replaces the sum by a mean (log-mean-exp, as GLoRIA's code does), which removes
     the bias towards long texts: ``S_mean = S_sum - temp3 * log T_i``.
+
+    ``attention="regions"`` replaces the two softmaxes by one over the regions,
+    ``alpha_kr = softmax_r(temp1 * <v_r, w_k>)`` (SCAN-style text-to-image attention). The method's
+    ``a_kr`` is a softmax over the ``T`` tokens, so ``a_kr <= e / (e + (T - 1) / e)`` and ``alpha``
+    varies by at most ``exp(temp1 * e^2 / (e^2 + T - 1))`` over the regions (1.32x for 100 words): it
+    cannot point at a region of a long report's image. The ``regions`` attention can, which is what
+    grounding needs; the rest of the score is unchanged.
 
     Masked tokens take part in no softmax and no sum; masked regions are left out of the softmax
     over regions. Everything is one batched computation over all pairs (no loop over the batch);
@@ -139,6 +155,7 @@ def local_similarity(
         temp3: scale of the final score (10).
         agg: ``"sum"`` or ``"mean"`` aggregation over tokens.
         chunk_size: images per chunk, or None for all at once.
+        attention: ``"gloria"`` (the method's) or ``"regions"`` (see above).
 
     Returns:
         ``(Bi, Bt)`` float scores (higher means better aligned).
@@ -150,10 +167,12 @@ def local_similarity(
         raise ValueError(f"agg must be one of {_AGGS}, got {agg!r}")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size}")
+    if attention not in _ATTENTIONS:
+        raise ValueError(f"attention must be one of {_ATTENTIONS}, got {attention!r}")
     _check_inputs(regions, tokens, token_mask, region_mask)
     regions = F.normalize(regions, dim=-1)
     tokens = F.normalize(tokens, dim=-1)
-    fn = functools.partial(_pair_scores, temp1=temp1, temp2=temp2, temp3=temp3, agg=agg)
+    fn = functools.partial(_pair_scores, temp1=temp1, temp2=temp2, temp3=temp3, agg=agg, attention=attention)
     n_img = regions.shape[0]
     if chunk_size is None or chunk_size >= n_img:
         return fn(regions, tokens, token_mask, region_mask)
@@ -186,9 +205,10 @@ class LocalAlignmentLoss(nn.Module):
         gather: gather negatives from all DDP ranks (no effect when not distributed).
         name: output key prefix; the loss is returned as ``f"{name}_loss"``.
         chunk_size: images per chunk in :func:`local_similarity` (bounds peak memory).
+        attention: ``"gloria"`` or ``"regions"`` (:func:`local_similarity`).
 
     Raises:
-        ValueError: on an unknown ``agg`` or a non-positive ``chunk_size``.
+        ValueError: on an unknown ``agg`` / ``attention`` or a non-positive ``chunk_size``.
     """
 
     def __init__(
@@ -200,10 +220,13 @@ class LocalAlignmentLoss(nn.Module):
         gather: bool = True,
         name: str = "itc_local",
         chunk_size: int | None = None,
+        attention: Attention = "gloria",
     ):
         super().__init__()
         if agg not in _AGGS:
             raise ValueError(f"agg must be one of {_AGGS}, got {agg!r}")
+        if attention not in _ATTENTIONS:
+            raise ValueError(f"attention must be one of {_ATTENTIONS}, got {attention!r}")
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size}")
         self.temps = (temp1, temp2, temp3)
@@ -211,6 +234,7 @@ class LocalAlignmentLoss(nn.Module):
         self.gather = gather
         self.name = name
         self.chunk_size = chunk_size
+        self.attention = attention
 
     def _scores(
         self,
@@ -222,7 +246,7 @@ class LocalAlignmentLoss(nn.Module):
         t1, t2, t3 = self.temps
         return local_similarity(
             regions, tokens, token_mask, region_mask,
-            temp1=t1, temp2=t2, temp3=t3, agg=self.agg, chunk_size=self.chunk_size,
+            temp1=t1, temp2=t2, temp3=t3, agg=self.agg, chunk_size=self.chunk_size, attention=self.attention,
         )  # fmt: skip
 
     def forward(

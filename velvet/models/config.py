@@ -23,6 +23,7 @@ from typing import Any
 
 __all__ = [
     "LEVELS",
+    "LOCAL_ATTENTIONS",
     "VelvetConfig",
     "upgrade_v1_architecture",
     "add_model_config",
@@ -32,6 +33,8 @@ __all__ = [
 
 # the image-text alignment levels a model can project into the shared space (method 3)
 LEVELS = ("report", "sentence", "word")
+# how a local level's word (or sentence) attends over the image regions; see local_similarity
+LOCAL_ATTENTIONS = ("gloria", "regions")
 # format-v1 architectures named their pretraining objectives; these fields are gone since v2
 _V1_FIELDS = ("objectives", "ssl_embed_dim")
 
@@ -57,6 +60,17 @@ class VelvetConfig:
         projection_norm: ``"none"`` (the reference's plain linear projections) or ``"batch"``
             (batch-standardised projections, which keep contrastive training from scratch out of
             the all-embeddings-equal solution; see :class:`~velvet.models.heads.projection.ProjectionHead`).
+        local_attention: how a text unit attends over the image regions in the sentence / word
+            scores (:func:`~velvet.losses.local_alignment.local_similarity`): ``"gloria"`` (the
+            method's: a softmax over the text's units, then over regions; near uniform over regions
+            for long texts) or ``"regions"`` (one softmax over regions of the scaled cosine, which
+            can point at a region: what grounding needs).
+        local_temperatures: ``(temp1, temp2, temp3)`` of the local scores (4, 5, 10): attention
+            sharpness, aggregation over units, score scale.
+        local_agg: ``"sum"`` or ``"mean"`` aggregation of the local score over the text's units.
+
+    The ``local_*`` fields hold no weights; they live in the architecture so that everything that
+    scores or draws with the model (evaluation, zero-shot, grounding) uses what training used.
     """
 
     name: str = "custom"
@@ -70,6 +84,9 @@ class VelvetConfig:
     sentence_level: int = -2
     word_level: int = -3
     projection_norm: str = "none"
+    local_attention: str = "gloria"
+    local_temperatures: tuple[float, float, float] = (4.0, 5.0, 10.0)
+    local_agg: str = "sum"
 
     def __post_init__(self) -> None:
         levels = (self.levels,) if isinstance(self.levels, str) else tuple(self.levels)
@@ -81,6 +98,14 @@ class VelvetConfig:
         object.__setattr__(self, "text", dict(self.text))
         if self.projection_norm not in ("none", "batch"):
             raise ValueError(f"projection_norm must be 'none' or 'batch', got {self.projection_norm!r}")
+        if self.local_attention not in LOCAL_ATTENTIONS:
+            raise ValueError(f"local_attention must be one of {LOCAL_ATTENTIONS}, got {self.local_attention!r}")
+        if self.local_agg not in ("sum", "mean"):
+            raise ValueError(f"local_agg must be 'sum' or 'mean', got {self.local_agg!r}")
+        temps = tuple(float(t) for t in self.local_temperatures)
+        if len(temps) != 3 or min(temps) <= 0:
+            raise ValueError(f"local_temperatures must be three positive numbers, got {self.local_temperatures!r}")
+        object.__setattr__(self, "local_temperatures", temps)
         if self.embed_dim < 1 or not 0 < self.init_temperature < 1 or self.max_logit_scale <= 1:
             raise ValueError("embed_dim must be >= 1, init_temperature in (0, 1), max_logit_scale > 1")
 
@@ -88,6 +113,7 @@ class VelvetConfig:
         """A JSON-ready dict."""
         d = dataclasses.asdict(self)
         d["levels"] = list(self.levels)
+        d["local_temperatures"] = list(self.local_temperatures)
         return d
 
     @classmethod

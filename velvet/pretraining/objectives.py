@@ -46,8 +46,12 @@ class VelvetPretrainer(nn.Module):
         tokenizer_info: ``mask_token_id`` and ``random_token_ids`` (ids MLM may substitute: the
             vocabulary minus special tokens), from the tokenizer.
         label_smoothing: report-level CLIP loss label smoothing (0.1).
-        local_temperatures: GLoRIA temperatures ``(temp1, temp2, temp3)`` (4, 5, 10).
-        local_agg: ``"sum"`` or ``"mean"`` word aggregation of the local score.
+        local_temperatures: GLoRIA temperatures ``(temp1, temp2, temp3)``; None: the model
+            config's (``model.config.local_temperatures``, 4, 5, 10 by default). They belong to the
+            model, so that evaluation and grounding score as training did: a value that differs from
+            the model config's is refused.
+        local_agg: ``"sum"`` or ``"mean"`` word aggregation of the local score; None: the model
+            config's (same rule).
         local_chunk_size: image chunk size bounding the local losses' memory (None: all at once).
         ssl_temperature: NT-Xent temperature of vision SSL (0.5).
         ssl_embed_dim: width of the vision-SSL contrastive projection (512).
@@ -71,8 +75,8 @@ class VelvetPretrainer(nn.Module):
         objectives: tuple[str, ...] | list[str] = tuple(OBJECTIVES),
         tokenizer_info: Mapping[str, Any],
         label_smoothing: float = 0.1,
-        local_temperatures: tuple[float, float, float] = (4.0, 5.0, 10.0),
-        local_agg: str = "sum",
+        local_temperatures: tuple[float, float, float] | None = None,
+        local_agg: str | None = None,
         local_chunk_size: int | None = None,
         ssl_temperature: float = 0.5,
         ssl_embed_dim: int = 512,
@@ -100,10 +104,21 @@ class VelvetPretrainer(nn.Module):
         self.mlm_probability = mlm_probability
         self.local_view_scale = tuple(local_view_scale)
         self.gather = gather
+        cfg = model.config
+        for name, given, own in (
+            ("local_temperatures", local_temperatures, cfg.local_temperatures),
+            ("local_agg", local_agg, cfg.local_agg),
+        ):
+            if given is not None and (tuple(map(float, given)) if name == "local_temperatures" else given) != own:
+                raise ValueError(
+                    f"{name}={given!r} differs from the model config's {own!r}: set it in the model config "
+                    f"(VelvetConfig.{name}), so that evaluation and grounding use what training used"
+                )
         settings = {
             "label_smoothing": label_smoothing,
-            "local_temperatures": tuple(local_temperatures),
-            "local_agg": local_agg,
+            "local_temperatures": cfg.local_temperatures,
+            "local_agg": cfg.local_agg,
+            "local_attention": cfg.local_attention,
             "local_chunk_size": local_chunk_size,
             "ssl_temperature": ssl_temperature,
             "ssl_embed_dim": ssl_embed_dim,

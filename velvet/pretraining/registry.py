@@ -65,7 +65,8 @@ def _local_loss(level: str) -> Callable[[Mapping[str, Any]], nn.Module]:
 
         t1, t2, t3 = s["local_temperatures"]
         return LocalAlignmentLoss(
-            t1, t2, t3, agg=s["local_agg"], gather=s["gather"], name=f"itc_{level}", chunk_size=s["local_chunk_size"]
+            t1, t2, t3, agg=s["local_agg"], gather=s["gather"], name=f"itc_{level}", chunk_size=s["local_chunk_size"],
+            attention=s["local_attention"],
         )
 
     return build

@@ -56,8 +56,12 @@ class PretrainTask(VelvetTask):
             every contrastive negative (:mod:`velvet.pretraining.negative_cache`); None: one pass.
         grad_checkpointing: recompute activations in backward to save memory.
         label_smoothing: report-level CLIP loss label smoothing.
-        local_temperatures: GLoRIA temperatures (temp1, temp2, temp3).
-        local_agg: ``sum`` or ``mean`` word aggregation in the local losses.
+        local_temperatures: GLoRIA temperatures (temp1, temp2, temp3); None: the model config's.
+            Given here, they are written into the model config (``local_temperatures``), which
+            evaluation and grounding read.
+        local_agg: ``sum`` or ``mean`` word aggregation in the local losses; None: the model
+            config's (same rule). The local attention (``gloria`` or ``regions``) is a model field:
+            ``model: {local_attention: regions}``.
         local_chunk_size: bound the local losses' memory by chunking images (None: no chunks).
         ssl_temperature: vision-SSL NT-Xent temperature.
         ssl_embed_dim: width of the vision-SSL contrastive projection (512).
@@ -85,8 +89,8 @@ class PretrainTask(VelvetTask):
         negative_cache_micro_batch: int | None = None,
         grad_checkpointing: bool = False,
         label_smoothing: float = 0.1,
-        local_temperatures: tuple[float, float, float] = (4.0, 5.0, 10.0),
-        local_agg: Literal["sum", "mean"] = "sum",
+        local_temperatures: tuple[float, float, float] | None = None,
+        local_agg: Literal["sum", "mean"] | None = None,
         local_chunk_size: int | None = None,
         ssl_temperature: float = 0.5,
         ssl_embed_dim: int = 512,
@@ -115,6 +119,9 @@ class PretrainTask(VelvetTask):
         base = get_model_config(model) if isinstance(model, str) else VelvetConfig.from_dict(model)
         # the model carries exactly the projections the objectives train; fusion as its text config says
         self.model_config = base.replace(levels=levels_for(self.objectives), visual_adapter=None)
+        # the local scores' settings live in the model config, so that exports carry them
+        local = {"local_temperatures": local_temperatures, "local_agg": local_agg}
+        self.model_config = self.model_config.replace(**{k: v for k, v in local.items() if v is not None})
         unknown = sorted(set(loss_weights or {}) - set(OBJECTIVES))
         if unknown:
             raise ValueError(f"unknown objective(s) in loss_weights: {unknown}; known: {list(OBJECTIVES)}")
@@ -185,8 +192,6 @@ class PretrainTask(VelvetTask):
                 objectives=self.objectives,
                 tokenizer_info=tokenizer_meta,
                 label_smoothing=hp.label_smoothing,
-                local_temperatures=tuple(hp.local_temperatures),
-                local_agg=hp.local_agg,
                 local_chunk_size=hp.local_chunk_size,
                 ssl_temperature=hp.ssl_temperature,
                 ssl_embed_dim=hp.ssl_embed_dim,

@@ -43,13 +43,14 @@ def clip_loss(image: torch.Tensor, text: torch.Tensor, scale: float, eps: float)
 
 
 def gloria_score(
-    regions: torch.Tensor, words: torch.Tensor, t1: float, t2: float, t3: float, agg: str
+    regions: torch.Tensor, words: torch.Tensor, t1: float, t2: float, t3: float, agg: str, attention: str = "gloria"
 ) -> float:
     """GLoRIA score of one image (``(R, E)`` regions) and one text (``(K, E)`` valid tokens only)."""
     v, w = _unit(regions), _unit(words)
     k_count = w.shape[0]
     dots = w @ v.T  # (K, R)
-    attn = torch.softmax(dots, dim=0)  # a_kr: softmax over the tokens k, for each region r
+    # a_kr: softmax over the tokens k, for each region r (GLoRIA); the cosine itself ("regions")
+    attn = torch.softmax(dots, dim=0) if attention == "gloria" else dots
     alpha = torch.softmax(t1 * attn, dim=1)  # softmax over the regions r, for each token k
     terms = []
     for k in range(k_count):
@@ -63,14 +64,19 @@ def gloria_score(
 
 
 def local_loss(
-    regions: torch.Tensor, units: torch.Tensor, mask: torch.Tensor, temps: Sequence[float], agg: str
+    regions: torch.Tensor,
+    units: torch.Tensor,
+    mask: torch.Tensor,
+    temps: Sequence[float],
+    agg: str,
+    attention: str = "gloria",
 ) -> float:
     """Symmetric cross-entropy over the ``B x B`` GLoRIA scores (no label smoothing)."""
     b = regions.shape[0]
     t1, t2, t3 = temps
     s = torch.tensor(
         [
-            [gloria_score(regions[j], units[i][mask[i].bool()], t1, t2, t3, agg) for i in range(b)]
+            [gloria_score(regions[j], units[i][mask[i].bool()], t1, t2, t3, agg, attention) for i in range(b)]
             for j in range(b)
         ],
         dtype=torch.float64,

@@ -33,8 +33,8 @@ from velvet.pretraining.views import random_local_view
 from velvet.tasks.pretrain import _tokenizer_meta
 
 SEED = 7
-DEFAULT = SimpleNamespace(eps=0.1, temps=(4.0, 5.0, 10.0), agg="sum", tau=0.5)
-CUSTOM = SimpleNamespace(eps=0.3, temps=(2.0, 3.0, 7.0), agg="mean", tau=0.2, scale=25.0)
+DEFAULT = SimpleNamespace(eps=0.1, temps=(4.0, 5.0, 10.0), agg="sum", tau=0.5, attention="gloria")
+CUSTOM = SimpleNamespace(eps=0.3, temps=(2.0, 3.0, 7.0), agg="mean", tau=0.2, scale=25.0, attention="regions")
 ATOL = RTOL = 1e-5
 _DRAWS = {
     "local": (objectives_mod, "random_local_view", random_local_view),
@@ -126,7 +126,7 @@ def naive_terms(pre, batch, spy, settings, scale=None) -> dict[str, float]:
         if f"itc_{level}" in objectives:
             regions = model.heads[f"image_{level}"](naive.flatten_map(maps[index]))
             exp[f"itc_{level}_loss"] = naive.local_loss(
-                regions, model.heads[f"text_{level}"](units), mask, settings.temps, settings.agg
+                regions, model.heads[f"text_{level}"](units), mask, settings.temps, settings.agg, settings.attention
             )
     if "vis_ssl" in objectives:
         ((_, views),) = spy.calls["views"]
@@ -387,8 +387,9 @@ def custom(tokenizer, reports):
         tokenizer,
         objectives=["itc_report", "itc_sentence", "itc_word", "vis_ssl"],
         dropout=0.0,
-        pretrainer_kwargs=dict(label_smoothing=CUSTOM.eps, local_temperatures=CUSTOM.temps, local_agg=CUSTOM.agg,
-                               ssl_temperature=CUSTOM.tau),
+        pretrainer_kwargs=dict(label_smoothing=CUSTOM.eps, ssl_temperature=CUSTOM.tau),
+        # the local scores' settings are the model's (evaluation and grounding read them there)
+        local_temperatures=CUSTOM.temps, local_agg=CUSTOM.agg, local_attention=CUSTOM.attention,
     )  # fmt: skip
     with torch.no_grad():
         pre.model.logit_scale.log_scale.fill_(math.log(CUSTOM.scale))
@@ -450,7 +451,8 @@ def test_loss_weights_scale_every_term_of_their_objective(custom, tokenizer):
     terms_of = {"itc_report": ["itc_report_loss"], "itc_sentence": ["itc_sentence_loss"],
                 "itc_word": ["itc_word_loss"], "vis_ssl": ["vis_rot_loss", "vis_contrast_loss", "vis_recon_loss"]}  # fmt: skip
     task = PretrainTask(
-        model="velvet-tiny", objectives=list(weights), loss_weights=weights, label_smoothing=CUSTOM.eps,
+        model={"preset": "velvet-tiny", "local_attention": CUSTOM.attention}, objectives=list(weights),
+        loss_weights=weights, label_smoothing=CUSTOM.eps,
         local_temperatures=CUSTOM.temps, local_agg=CUSTOM.agg, ssl_temperature=CUSTOM.tau, ssl_embed_dim=32, seed=0,
     )  # fmt: skip
     task._build(task.model_config.for_data(tokenizer=tokenizer), _tokenizer_meta(tokenizer))
@@ -475,3 +477,20 @@ def test_loss_weights_scale_every_term_of_their_objective(custom, tokenizer):
     )
     want = sum(weights[o] * float(cached[t]) for o, ts in terms_of.items() for t in ts)
     assert float(cached["loss"]) == pytest.approx(want, rel=1e-5)
+    # what checkpoints and exports store: the local settings training used
+    saved = task.model_config.to_dict()
+    assert (saved["local_temperatures"], saved["local_agg"], saved["local_attention"]) == (
+        list(CUSTOM.temps), CUSTOM.agg, CUSTOM.attention
+    )
+
+
+def test_pretrainer_refuses_local_settings_that_differ_from_the_model(tokenizer):
+    """Temperatures given to the pretrainer but not to the model would make evaluation score differently."""
+    with pytest.raises(ValueError, match="local_temperatures.*model config"):
+        make_pretrainer(tokenizer, objectives=["itc_word"], pretrainer_kwargs=dict(local_temperatures=(2.0, 3.0, 7.0)))
+    with pytest.raises(ValueError, match="local_agg.*model config"):
+        make_pretrainer(tokenizer, objectives=["itc_word"], pretrainer_kwargs=dict(local_agg="mean"))
+    same = make_pretrainer(
+        tokenizer, objectives=["itc_word"], pretrainer_kwargs=dict(local_agg="mean"), local_agg="mean"
+    )
+    assert same.losses["itc_word"].agg == "mean"
