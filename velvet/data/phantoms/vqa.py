@@ -3,14 +3,17 @@
 Each item is a dict in the ``vqa.jsonl`` layout::
 
     {"id": "phantom_00007_q03", "case_id": "phantom_00007", "question": "...", "answer": "...",
-     "type": "closed", "choices": ["...", ...], "answer_choice": "B"}
+     "type": "closed", "choices": ["...", ...], "answer_choice": "B", "question_type": "lesion_density"}
 
 Open items have ``"type": "open"`` and no ``choices`` / ``answer_choice``. Answers are derived from
-the findings only, so they are true of the rendered volume.
+the findings only, so they are true of the rendered volume. ``question_type`` (one of
+:data:`QUESTION_TYPES`) groups items for per-type accuracy; files written before it existed lack
+the key, and :func:`question_type_of` recovers it from the question text.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -18,7 +21,7 @@ import numpy as np
 from velvet.data.phantoms.findings import LESION_ORGANS, Findings
 from velvet.data.phantoms.reports import describe_lesion, summarize_findings
 
-__all__ = ["ORGAN_WORDS", "make_vqa"]
+__all__ = ["ORGAN_WORDS", "QUESTION_TYPES", "make_vqa", "question_type_of"]
 
 ORGAN_WORDS = {
     "liver": "liver",
@@ -36,20 +39,70 @@ _DENSITY_ANSWERS = {
 }
 _SIZE_ANSWERS = {"small": "smaller than 20 mm", "medium": "20 to 39 mm", "large": "40 mm or larger"}
 _LETTERS = "ABCDEFGH"
+QUESTION_TYPES = (
+    "lesion_presence",
+    "lesion_count",
+    "lesion_organ",
+    "lesion_density",
+    "lesion_size",
+    "lesion_description",
+    "effusion",
+    "global_finding",
+    "findings_summary",
+)
+# question text -> type, for files generated before items carried "question_type"; every template
+# used below must match exactly one pattern (a test checks this on generated items)
+_TYPE_PATTERNS = (
+    (re.compile(r"Is there a focal lesion in the [a-z ]+\?"), "lesion_presence"),
+    (re.compile(r"How many focal lesions are seen\?"), "lesion_count"),
+    (re.compile(r"Which organ contains the largest lesion\?"), "lesion_organ"),
+    (re.compile(r"What is the attenuation of the largest lesion in the [a-z ]+\?"), "lesion_density"),
+    (re.compile(r"What is the approximate diameter of the largest lesion\?"), "lesion_size"),
+    (re.compile(r"Describe the (?:largest )?lesion in the [a-z ]+\."), "lesion_description"),
+    (re.compile(r"Is there a pleural effusion, and on which side\?"), "effusion"),
+    (
+        re.compile(
+            r"Is the (?:liver|spleen|heart) enlarged\?|Is there (?:hepatic steatosis|ascites)\?"
+            r"|Are both kidneys present\?"
+        ),
+        "global_finding",
+    ),
+    (re.compile(r"What are the main findings\?"), "findings_summary"),
+)
 
 
-def _closed(question: str, answer: str, choices: list[str]) -> dict[str, Any]:
+def question_type_of(question: str) -> str:
+    """The question type of a phantom question (what :func:`make_vqa` stores as ``question_type``).
+
+    Args:
+        question: a question text written by :func:`make_vqa`.
+
+    Returns:
+        One of :data:`QUESTION_TYPES`.
+
+    Raises:
+        ValueError: the text is not one of the generator's question templates.
+    """
+    text = question.strip()
+    for pattern, kind in _TYPE_PATTERNS:
+        if pattern.fullmatch(text):
+            return kind
+    raise ValueError(f"not a phantom VQA question: {question!r}")
+
+
+def _closed(question: str, answer: str, choices: list[str], question_type: str) -> dict[str, Any]:
     return {
         "question": question,
         "answer": answer,
         "type": "closed",
         "choices": choices,
         "answer_choice": _LETTERS[choices.index(answer)],
+        "question_type": question_type,
     }
 
 
-def _open(question: str, answer: str) -> dict[str, Any]:
-    return {"question": question, "answer": answer, "type": "open"}
+def _open(question: str, answer: str, question_type: str) -> dict[str, Any]:
+    return {"question": question, "answer": answer, "type": "open", "question_type": question_type}
 
 
 def _shuffled(rng: np.random.Generator, items: list[str]) -> list[str]:
@@ -69,7 +122,9 @@ def make_vqa(case_id: str, f: Findings, rng: np.random.Generator) -> list[dict[s
     """
     items = [
         _lesion_yes_no(f, rng),
-        _closed("How many focal lesions are seen?", str(len(f.lesions)), ["0", "1", "2", "3"]),
+        _closed(
+            "How many focal lesions are seen?", str(len(f.lesions)), ["0", "1", "2", "3"], "lesion_count"
+        ),
     ]
     if f.lesions:
         largest = f.lesions[0]
@@ -77,13 +132,19 @@ def make_vqa(case_id: str, f: Findings, rng: np.random.Generator) -> list[dict[s
         others = [ORGAN_WORDS[o] for o in LESION_ORGANS if o != largest.organ]
         distractors = [others[i] for i in rng.choice(len(others), size=3, replace=False)]
         items.append(
-            _closed("Which organ contains the largest lesion?", organ, _shuffled(rng, [organ, *distractors]))
+            _closed(
+                "Which organ contains the largest lesion?",
+                organ,
+                _shuffled(rng, [organ, *distractors]),
+                "lesion_organ",
+            )
         )
         items.append(
             _closed(
                 f"What is the attenuation of the largest lesion in the {organ}?",
                 _DENSITY_ANSWERS[largest.density],
                 _shuffled(rng, list(_DENSITY_ANSWERS.values())),
+                "lesion_density",
             )
         )
         items.append(
@@ -91,6 +152,7 @@ def make_vqa(case_id: str, f: Findings, rng: np.random.Generator) -> list[dict[s
                 "What is the approximate diameter of the largest lesion?",
                 _SIZE_ANSWERS[largest.size_word],
                 [*_SIZE_ANSWERS.values(), "no lesion"],
+                "lesion_size",
             )
         )
         several = len(f.lesions_in(largest.organ)) > 1
@@ -98,6 +160,7 @@ def make_vqa(case_id: str, f: Findings, rng: np.random.Generator) -> list[dict[s
             _open(
                 f"Describe the {'largest ' if several else ''}lesion in the {organ}.",
                 describe_lesion(largest),
+                "lesion_description",
             )
         )
     items.append(
@@ -105,10 +168,11 @@ def make_vqa(case_id: str, f: Findings, rng: np.random.Generator) -> list[dict[s
             "Is there a pleural effusion, and on which side?",
             f.effusion or "none",
             _shuffled(rng, ["right", "left", "bilateral", "none"]),
+            "effusion",
         )
     )
     items.append(_global_yes_no(f, rng))
-    items.append(_open("What are the main findings?", summarize_findings(f)))
+    items.append(_open("What are the main findings?", summarize_findings(f), "findings_summary"))
     return [{"id": f"{case_id}_q{k:02d}", "case_id": case_id, **item} for k, item in enumerate(items)]
 
 
@@ -119,7 +183,9 @@ def _lesion_yes_no(f: Findings, rng: np.random.Generator) -> dict[str, Any]:
     pool = with_lesion if with_lesion and rng.random() < 0.5 else present
     organ = pool[int(rng.integers(len(pool)))]
     answer = "Yes" if organ in with_lesion else "No"
-    return _closed(f"Is there a focal lesion in the {ORGAN_WORDS[organ]}?", answer, ["Yes", "No"])
+    return _closed(
+        f"Is there a focal lesion in the {ORGAN_WORDS[organ]}?", answer, ["Yes", "No"], "lesion_presence"
+    )
 
 
 def _global_yes_no(f: Findings, rng: np.random.Generator) -> dict[str, Any]:
@@ -134,4 +200,4 @@ def _global_yes_no(f: Findings, rng: np.random.Generator) -> dict[str, Any]:
     abnormal = [q for q in questions if q[2]]
     pool = abnormal if abnormal and rng.random() < 0.5 else questions
     question, truth, _ = pool[int(rng.integers(len(pool)))]
-    return _closed(question, "Yes" if truth else "No", ["Yes", "No"])
+    return _closed(question, "Yes" if truth else "No", ["Yes", "No"], "global_finding")
