@@ -1,7 +1,9 @@
-"""recipes/vqa/phantoms.yaml trains a real Llama-architecture LM with LoRA, one step, through the CLI."""
+"""recipes/vqa/phantoms.yaml trains a real Llama-architecture LM with LoRA (one step, through the CLI);
+the checkpoint then runs `velvet evaluate vqa` and `velvet generate`, whose scores are recomputed here."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,35 +12,99 @@ import yaml
 
 RECIPE = Path(__file__).parents[2] / "recipes/vqa/phantoms.yaml"
 
+pytestmark = pytest.mark.slow
 
-@pytest.mark.slow
-def test_vqa_recipe_trains_one_step_with_lora(tmp_path, monkeypatch):
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
     from velvet.cli.main import main
-    from velvet.tasks.vlm import build_from_meta
 
-    monkeypatch.chdir(tmp_path)
+    root = tmp_path_factory.mktemp("vqa")
     recipe = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
     data = recipe["data"]["init_args"]
     data["phantoms"].update(n_cases=12, n_val=2, n_test=2)
-    data.update(data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), batch_size=4, eval_batch_size=8)
+    data.update(data_dir=str(root / "data"), cache_dir=str(root / "cache"), batch_size=4, eval_batch_size=8)
     recipe["trainer"].update(max_epochs=1, max_steps=1, limit_val_batches=1)
-    recipe["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / "logs")
-    recipe["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(tmp_path / "ckpt")
+    recipe["trainer"]["logger"]["init_args"]["save_dir"] = str(root / "logs")
+    recipe["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(root / "ckpt")
     recipe["model"]["init_args"]["lm_vocab_size"] = 400
-    path = tmp_path / "vqa.yaml"
+    path = root / "vqa.yaml"
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     assert main(["fit", "--config", str(path)]) == 0
+    return root, recipe
 
-    ckpt = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)
+
+def test_the_recipe_trains_lora_and_the_checkpoint_rebuilds(trained):
+    from velvet.vlm.load import load_vlm
+
+    root, recipe = trained
+    ckpt = torch.load(root / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)
     meta, state = ckpt["velvet"], ckpt["state_dict"]
     assert meta["kind"] == "vlm" and meta["lm_config"]["model_type"] == "llama"
     lora_b = {k: v for k, v in state.items() if "lora_B" in k}
-    # LoRA B starts at zero: after one step every adapted projection has moved
+    # LoRA B starts at zero: after one step every adapted projection (q, k, v, o per layer) has moved
     assert len(lora_b) == 4 * recipe["model"]["init_args"]["vlm"]["lm"]["config"]["num_hidden_layers"]
     assert all(float(v.abs().sum()) > 0 for v in lora_b.values())
-    # the checkpoint alone rebuilds the model (encoder, LM, tokenizers, LoRA) with the same weights
-    model = build_from_meta(meta)
-    missing, unexpected = model.load_state_dict({k.removeprefix("vlm."): v for k, v in state.items()}, strict=True)
-    assert not missing and not unexpected
-    frozen = [k for k, p in model.named_parameters() if k.startswith("encoder.vision") and p.requires_grad]
-    assert frozen == []
+    model = load_vlm(root / "ckpt" / "last.ckpt")  # the checkpoint alone rebuilds the model
+    own = model.state_dict()
+    assert all(torch.equal(own[k.removeprefix("vlm.")], v) for k, v in state.items())
+    assert not any(p.requires_grad for p in model.encoder.vision.parameters())
+
+
+def test_evaluate_vqa_scores_what_it_generated(trained, monkeypatch):
+    """Generation is replaced by the right answer for every other item: the accuracies, the
+    per-type table and the NLG scores must equal values recomputed from the items."""
+    import velvet.evaluation.generation as gen
+    from velvet.data.vqa import read_vqa
+    from velvet.evaluation.protocols import evaluate
+    from velvet.metrics.nlg import nlg_metrics
+    from velvet.vlm.prompts import closed_target
+
+    root, _ = trained
+    manifest = root / "data" / "phantoms" / "manifest.csv"
+    items = {it.id: it for it in read_vqa(manifest.parent / "vqa.jsonl", manifest, split="test")}
+    answers: dict[str, str] = {}
+
+    def fake_generate(model, batch, generation):
+        out = []
+        for i, ident in enumerate(batch["ids"]):
+            it = items[ident]
+            right = closed_target(it.choices, it.answer_index) if it.choices else it.answer
+            answers[ident] = right if len(answers) % 2 == 0 else "unrelated words"
+            out.append(answers[ident])
+        return out
+
+    monkeypatch.setattr(gen, "_generate", fake_generate)
+    result = evaluate("vqa", root / "ckpt" / "last.ckpt", manifest, out=root / "vqa.json", model_name="tiny")
+    closed = [i for i in items.values() if i.kind == "closed"]
+    right = [answers[i.id] != "unrelated words" for i in closed]
+    assert result["n"] == len(items) and result["metrics"]["n_closed"] == len(closed)
+    assert result["metrics"]["accuracy_generated"] == pytest.approx(sum(right) / len(closed))
+    assert result["metrics"]["unparsed_rate"] == pytest.approx(1 - sum(right) / len(closed))
+    opened = [i for i in items.values() if i.kind == "open"]
+    want = nlg_metrics([answers[i.id] for i in opened], [i.answer for i in opened])
+    assert result["metrics"]["bleu1"] == pytest.approx(want["bleu1"]) and result["metrics"]["rouge_l"] == pytest.approx(want["rouge_l"])
+    for qt, row in result["per_question_type"].items():
+        sel = [i for i in closed if i.question_type == qt]
+        if sel:
+            assert row["accuracy_generated"] == pytest.approx(
+                sum(answers[i.id] != "unrelated words" for i in sel) / len(sel)
+            )
+    lines = (root / "vqa_predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == len(items) and {json.loads(x)["id"] for x in lines} == set(items)
+    assert result["provenance"]["contract_fingerprint"] and result["metric_definitions"]["accuracy_loglik"]
+
+
+def test_generate_cli_answers_and_writes_reports(trained, capsys):
+    from velvet.cli.main import main
+    from velvet.data.manifest import read_manifest
+
+    root, _ = trained
+    record = read_manifest(root / "data" / "phantoms" / "manifest.csv").records[0]
+    ckpt = str(root / "ckpt" / "last.ckpt")
+    args = ["generate", str(record.volume), "--model", ckpt, "--question", "Is the spleen enlarged?"]
+    assert main([*args, "--choices", "Yes,No", "--json", "--max-new-tokens", "4"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["option_loglik"]) == {"Yes", "No"} and all(v < 0 for v in out["option_loglik"].values())
+    assert main(["generate", str(record.volume), "--model", ckpt, "--max-new-tokens", "5", "--beams", "2"]) == 0
+    assert main(["generate", str(record.volume), "--model", ckpt, "--choices", "Yes,No"]) == 2

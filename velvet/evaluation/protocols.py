@@ -18,6 +18,11 @@ ctrate-zeroshot    zeroshot    CT-RATE's 18 findings, ``"{label}."`` / ``"not {l
 zeroshot           zeroshot    any finding set (``finding_set``: a built-in name or a JSON file)
 probe              probe       logistic regression per finding on frozen pooled features (train),
                                L2 chosen on val by AUROC, scored on test with bootstrap CI
+vqa                vqa         a volume-language model on VQA items: closed accuracy (generated answer
+                               parsed, and option log-likelihood), yes/no AUROC, open-answer NLG, per
+                               question type beside the majority baseline (:mod:`.generation`)
+report             report      generated reports vs the references: NLG metrics, phantom finding F1,
+                               vs the "most common report" baseline
 ================== =========== ========================================================================
 """
 
@@ -81,6 +86,16 @@ PROTOCOLS: dict[str, Protocol] = {
             "probe", "probe", 1, "linear probe per finding on frozen features",
             {"split": "test", "features": "pooled", "l2_grid": [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0],
              "balanced": True, "threshold": 0.5, "bootstrap": 1000, "findings": None},
+        ),
+        Protocol(
+            "vqa", "vqa", 1, "VQA with a volume-language model: closed accuracy, yes/no AUROC, open NLG",
+            {"split": "test", "items": None, "kinds": ["closed", "open"], "max_items": None,
+             "generation": {"num_beams": 1, "do_sample": False, "max_new_tokens": 32}},
+        ),
+        Protocol(
+            "report", "report", 1, "report generation: NLG metrics and finding F1 against the most common report",
+            {"split": "test", "max_items": None, "findings": "auto",
+             "generation": {"num_beams": 1, "do_sample": False, "max_new_tokens": 200, "no_repeat_ngram_size": 0}},
         ),
     )
 }  # fmt: skip
@@ -287,7 +302,20 @@ def _classification_definitions(s: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-_RUNNERS = {"retrieval": _retrieval, "zeroshot": _zeroshot, "probe": _probe}
+def _vqa(*args: Any) -> dict[str, Any]:
+    from velvet.evaluation.generation import run_vqa
+
+    return run_vqa(*args)
+
+
+def _report(*args: Any) -> dict[str, Any]:
+    from velvet.evaluation.generation import run_report
+
+    return run_report(*args)
+
+
+_RUNNERS = {"retrieval": _retrieval, "zeroshot": _zeroshot, "probe": _probe, "vqa": _vqa, "report": _report}
+_GENERATIVE = ("vqa", "report")
 
 
 def evaluate(
@@ -309,7 +337,8 @@ def evaluate(
 
     Args:
         protocol: a name from :func:`list_protocols`.
-        model: a :class:`~velvet.models.velvet.VelvetModel` or a name / folder to load.
+        model: a :class:`~velvet.models.velvet.VelvetModel` or a name / folder to load; for ``vqa``
+            and ``report``, a :class:`~velvet.vlm.model.VolumeLanguageModel` or its ``.ckpt``.
         manifest: the manifest file (labels as ``label:<name>`` columns).
         split: override the protocol's split.
         out: write the result JSON here (and pictures beside it).
@@ -339,10 +368,18 @@ def evaluate(
     if split is not None:
         s["split"] = split
     if not isinstance(model, torch.nn.Module):
-        from velvet.models.velvet import VelvetModel
-
         model_name = str(model)
-        model = VelvetModel.from_pretrained(model)
+        if spec.kind in _GENERATIVE:
+            from velvet.vlm.load import load_vlm
+
+            model = load_vlm(model)
+        else:
+            from velvet.models.velvet import VelvetModel
+
+            model = VelvetModel.from_pretrained(model)
+    if (spec.kind in _GENERATIVE) != hasattr(model, "lm_tokenizer"):
+        need = "a volume-language model (a VLMTask checkpoint)" if spec.kind in _GENERATIVE else "a velvet model"
+        raise ValueError(f"protocol {protocol!r} evaluates {need}")
     manifest_data = read_manifest(manifest)
     ctx = {
         "cache_dir": cache_dir,

@@ -71,6 +71,11 @@ class VolumeLanguageModel(nn.Module):
         )
         self._apply_freeze()
 
+    @property
+    def preprocess(self) -> Any:
+        """The preprocessing contract of the encoder (what volumes must go through)."""
+        return self.encoder.preprocess
+
     # ------------------------------------------------------------------ parameters
 
     def _parts(self) -> dict[str, list[nn.Parameter]]:

@@ -1,7 +1,8 @@
 """``velvet evaluate PROTOCOL --model M --manifest F [--split S] --out results.json``: run a named protocol.
 
 Protocols (``velvet evaluate --list``): ``retrieval``, ``phantoms-zeroshot``, ``ctrate-zeroshot``,
-``zeroshot`` (with ``--set finding_set=...``) and ``probe``. The result JSON records the protocol
+``zeroshot`` (with ``--set finding_set=...``) and ``probe``; ``vqa`` and ``report`` take a
+volume-language model checkpoint (``velvet fit`` with a ``recipes/vqa`` or ``recipes/report_gen`` recipe). The result JSON records the protocol
 version, its settings, metric definitions and the provenance of model, contract and manifest;
 image features are cached (``--cache-dir``) so protocols run one after another embed each volume once.
 A summary table is printed.
@@ -21,7 +22,7 @@ def add_parser(subparsers: Any) -> None:
     """Register the ``evaluate`` subcommand."""
     parser = subparsers.add_parser(
         "evaluate",
-        help="run an evaluation protocol (retrieval, zero-shot, linear probe) and write a result JSON",
+        help="run an evaluation protocol (retrieval, zero-shot, linear probe, VQA, report generation) and write a result JSON",
         description="Run a named evaluation protocol on a manifest and write a self-describing result JSON.",
     )
     parser.add_argument("protocol", nargs="?", help="protocol name (see --list)")
@@ -77,8 +78,16 @@ def _summary(result: dict[str, Any]) -> list[str]:
         lines.append(f"  {'macro':36s} AUROC {macro['auroc']:.3f}{ci_text}  F1 {macro['f1']:.3f}")
     else:
         for key, value in metrics.items():
+            if isinstance(value, dict):
+                continue
             lines.append(f"  {key:24s} {value:.4f}" if isinstance(value, float) else f"  {key:24s} {value}")
+    for qt, row in (result.get("per_question_type") or {}).items():
+        parts = [f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float) and k in _TYPE_COLUMNS]
+        lines.append(f"  {qt:36s} n {row['n']}  " + "  ".join(parts))
     return lines
+
+
+_TYPE_COLUMNS = ("accuracy_generated", "accuracy_loglik", "majority_baseline_accuracy", "yes_no_auroc", "bleu1", "rouge_l")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,7 +108,12 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         settings = _settings(args.set)
-        model = VelvetModel.from_pretrained(args.model, map_location=args.device)
+        if PROTOCOLS.get(args.protocol) is not None and PROTOCOLS[args.protocol].kind in ("vqa", "report"):
+            from velvet.vlm.load import load_vlm
+
+            model = load_vlm(args.model, device=args.device)
+        else:
+            model = VelvetModel.from_pretrained(args.model, map_location=args.device)
         result = evaluate(
             args.protocol, model, args.manifest, split=args.split, out=args.out, seed=args.seed, settings=settings,
             cache_dir=args.cache_dir, volume_cache_dir=args.volume_cache, batch_size=args.batch_size,
