@@ -24,7 +24,9 @@ def test_report_recipe_and_protocol(tmp_path, monkeypatch):
     recipe = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
     data = recipe["data"]["init_args"]
     data["phantoms"].update(n_cases=12, n_val=2, n_test=3)
-    data.update(data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), batch_size=4, eval_batch_size=8)
+    data.update(
+        data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), batch_size=4, eval_batch_size=8
+    )
     recipe["trainer"].update(max_epochs=1, max_steps=1, limit_val_batches=1)
     recipe["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / "logs")
     recipe["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(tmp_path / "ckpt")
@@ -40,7 +42,9 @@ def test_report_recipe_and_protocol(tmp_path, monkeypatch):
     # "generate" another case's report for every test case: scores are far from perfect and known
     fake = {ident: others[i] for i, ident in enumerate(refs)}
     monkeypatch.setattr(gen, "_generate", lambda model, batch, g: [fake[i] for i in batch["ids"]])
-    result = evaluate("report", tmp_path / "ckpt" / "last.ckpt", manifest, out=tmp_path / "r.json", model_name="t")
+    result = evaluate(
+        "report", tmp_path / "ckpt" / "last.ckpt", manifest, out=tmp_path / "r.json", model_name="t"
+    )
     want = nlg_metrics([fake[i] for i in refs], list(refs.values()))
     f1 = finding_f1([fake[i] for i in refs], list(refs.values()))
     assert result["n"] == len(refs)
@@ -49,4 +53,6 @@ def test_report_recipe_and_protocol(tmp_path, monkeypatch):
     assert result["metrics"]["finding_micro_f1"] == pytest.approx(f1["micro_f1"], nan_ok=True)
     base = result["baseline_most_common_report"]["metrics"]
     assert 0 <= base["bleu1"] <= 1 and "finding_micro_f1" in base
-    assert {"finding_f1", "bleu1", "rouge_l", "baseline_most_common_report"} <= set(result["metric_definitions"])
+    assert {"finding_f1", "bleu1", "rouge_l", "baseline_most_common_report"} <= set(
+        result["metric_definitions"]
+    )

@@ -67,7 +67,7 @@ def test_evaluate_vqa_scores_what_it_generated(trained, monkeypatch):
 
     def fake_generate(model, batch, generation):
         out = []
-        for i, ident in enumerate(batch["ids"]):
+        for ident in batch["ids"]:
             it = items[ident]
             right = closed_target(it.choices, it.answer_index) if it.choices else it.answer
             answers[ident] = right if len(answers) % 2 == 0 else "unrelated words"
@@ -83,7 +83,9 @@ def test_evaluate_vqa_scores_what_it_generated(trained, monkeypatch):
     assert result["metrics"]["unparsed_rate"] == pytest.approx(1 - sum(right) / len(closed))
     opened = [i for i in items.values() if i.kind == "open"]
     want = nlg_metrics([answers[i.id] for i in opened], [i.answer for i in opened])
-    assert result["metrics"]["bleu1"] == pytest.approx(want["bleu1"]) and result["metrics"]["rouge_l"] == pytest.approx(want["rouge_l"])
+    assert result["metrics"]["bleu1"] == pytest.approx(want["bleu1"]) and result["metrics"][
+        "rouge_l"
+    ] == pytest.approx(want["rouge_l"])
     for qt, row in result["per_question_type"].items():
         sel = [i for i in closed if i.question_type == qt]
         if sel:
@@ -106,5 +108,7 @@ def test_generate_cli_answers_and_writes_reports(trained, capsys):
     assert main([*args, "--choices", "Yes,No", "--json", "--max-new-tokens", "4"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out["option_loglik"]) == {"Yes", "No"} and all(v < 0 for v in out["option_loglik"].values())
-    assert main(["generate", str(record.volume), "--model", ckpt, "--max-new-tokens", "5", "--beams", "2"]) == 0
+    assert (
+        main(["generate", str(record.volume), "--model", ckpt, "--max-new-tokens", "5", "--beams", "2"]) == 0
+    )
     assert main(["generate", str(record.volume), "--model", ckpt, "--choices", "Yes,No"]) == 2
