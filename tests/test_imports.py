@@ -31,7 +31,8 @@ def test_cli_parser_is_light():
 def test_core_never_imports_lightning():
     loaded = _loaded_after(
         "import velvet.data.cache, velvet.data.transforms, velvet.data.dataset, velvet.models.config, "
-        "velvet.losses, velvet.metrics.retrieval"
+        "velvet.losses, velvet.metrics.retrieval, velvet.vlm.model, velvet.vlm.load, velvet.vlm.collate, "
+        "velvet.evaluation.generation"
     )
     assert "lightning" not in loaded and "pytorch_lightning" not in loaded
 
@@ -80,6 +81,7 @@ FORBIDDEN: dict[str, frozenset[str]] = {
     "velvet.tasks": frozenset({"velvet.cli"}),
     "velvet.evaluation": frozenset({"velvet.pretraining", "velvet.tasks", "velvet.cli"}),
     "velvet.grounding": frozenset({"velvet.evaluation", "velvet.pretraining", "velvet.tasks", "velvet.cli"}),
+    "velvet.vlm": frozenset({"velvet.evaluation", "velvet.pretraining", "velvet.tasks", "velvet.cli"}),
 }
 
 

@@ -36,7 +36,7 @@ def _batches(
 ) -> Iterator[tuple[list[int], dict]]:
     """Collated batches (indices into ``samples``) with volumes from the cache or read fresh."""
     from velvet.data.cache import UncachedVolumes, VolumeCache
-    from velvet.data.datamodule_vlm import VLMCollator
+    from velvet.vlm.collate import VLMCollator
 
     contract = model.preprocess
     source = (

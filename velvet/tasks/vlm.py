@@ -139,6 +139,8 @@ class VLMTask(VelvetTask):
         checkpoint["velvet"] = dict(self._meta or {})
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from velvet.vlm.load import build_from_meta
+
         if self.vlm is None and checkpoint.get("velvet", {}).get("kind") == "vlm":
             self.vlm = build_from_meta(checkpoint["velvet"])
             self._meta = dict(checkpoint["velvet"])
@@ -197,32 +199,3 @@ def _with_fusion(encoder: Any, n_layers: int | None, *, seed: int) -> Any:
         )
     grown.tokenizer, grown.preprocess = encoder.tokenizer, encoder.preprocess
     return grown
-
-
-def build_from_meta(meta: dict[str, Any]) -> Any:
-    """Rebuild a :class:`~velvet.vlm.model.VolumeLanguageModel` (random weights) from a checkpoint record."""
-    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
-
-    from velvet.data.contract import PreprocessContract
-    from velvet.data.tokenization import TriBertTokenizer
-    from velvet.models.config import VelvetConfig
-    from velvet.models.velvet import VelvetModel
-    from velvet.vlm.config import VLMConfig
-    from velvet.vlm.model import VolumeLanguageModel
-
-    encoder = VelvetModel(VelvetConfig.from_dict(meta["encoder_config"]))
-    with tempfile.TemporaryDirectory() as tmp:
-        enc_dir, lm_dir = Path(tmp, "encoder"), Path(tmp, "lm")
-        enc_dir.mkdir()
-        lm_dir.mkdir()
-        for folder, files in ((enc_dir, meta["tokenizer_files"]), (lm_dir, meta["lm_tokenizer_files"])):
-            for name, text in files.items():
-                if "/" in name or "\\" in name or name.startswith("."):
-                    raise ValueError(f"checkpoint tokenizer file name {name!r} escapes its folder")
-                (folder / name).write_text(text, encoding="utf-8")
-        encoder.tokenizer = TriBertTokenizer.from_pretrained(enc_dir, **meta["tokenizer"]["config"])
-        lm_tokenizer = PreTrainedTokenizerFast.from_pretrained(lm_dir)
-    encoder.preprocess = PreprocessContract.from_dict(meta["preprocess"]) if meta.get("preprocess") else None
-    lm_config = dict(meta["lm_config"])
-    lm = AutoModelForCausalLM.from_config(AutoConfig.for_model(lm_config.pop("model_type"), **lm_config))
-    return VolumeLanguageModel(encoder, lm, lm_tokenizer, VLMConfig.from_dict(meta["vlm_config"]))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["is_vlm_checkpoint", "load_vlm"]
+__all__ = ["build_from_meta", "is_vlm_checkpoint", "load_vlm"]
 
 
 def is_vlm_checkpoint(path: str | os.PathLike[str]) -> bool:
@@ -29,7 +30,6 @@ def load_vlm(path: str | os.PathLike[str], *, device: str | None = None) -> Any:
         ValueError: the file is not a VLM checkpoint, or its weights do not fit the architecture.
     """
     from velvet.models.weights import read_weights
-    from velvet.tasks.vlm import build_from_meta
 
     ckpt = read_weights(path)
     meta = ckpt.get("velvet", {})
@@ -47,3 +47,32 @@ def load_vlm(path: str | os.PathLike[str], *, device: str | None = None) -> Any:
     if device is not None:
         model.to(device)
     return model.eval()
+
+
+def build_from_meta(meta: dict[str, Any]) -> Any:
+    """Rebuild a :class:`~velvet.vlm.model.VolumeLanguageModel` (random weights) from a checkpoint record."""
+    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    from velvet.data.contract import PreprocessContract
+    from velvet.data.tokenization import TriBertTokenizer
+    from velvet.models.config import VelvetConfig
+    from velvet.models.velvet import VelvetModel
+    from velvet.vlm.config import VLMConfig
+    from velvet.vlm.model import VolumeLanguageModel
+
+    encoder = VelvetModel(VelvetConfig.from_dict(meta["encoder_config"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        enc_dir, lm_dir = Path(tmp, "encoder"), Path(tmp, "lm")
+        enc_dir.mkdir()
+        lm_dir.mkdir()
+        for folder, files in ((enc_dir, meta["tokenizer_files"]), (lm_dir, meta["lm_tokenizer_files"])):
+            for name, text in files.items():
+                if "/" in name or "\\" in name or name.startswith("."):
+                    raise ValueError(f"checkpoint tokenizer file name {name!r} escapes its folder")
+                (folder / name).write_text(text, encoding="utf-8")
+        encoder.tokenizer = TriBertTokenizer.from_pretrained(enc_dir, **meta["tokenizer"]["config"])
+        lm_tokenizer = PreTrainedTokenizerFast.from_pretrained(lm_dir)
+    encoder.preprocess = PreprocessContract.from_dict(meta["preprocess"]) if meta.get("preprocess") else None
+    lm_config = dict(meta["lm_config"])
+    lm = AutoModelForCausalLM.from_config(AutoConfig.for_model(lm_config.pop("model_type"), **lm_config))
+    return VolumeLanguageModel(encoder, lm, lm_tokenizer, VLMConfig.from_dict(meta["vlm_config"]))

@@ -25,7 +25,7 @@ def option_scores(model: Any, batch: Mapping[str, Any], rows: Sequence[int]) -> 
 
     Args:
         model: the :class:`~velvet.vlm.model.VolumeLanguageModel`.
-        batch: a batch of :class:`~velvet.data.datamodule_vlm.VLMCollator` (``image``, ``prompts``,
+        batch: a batch of :class:`~velvet.vlm.datamodule.VLMCollator` (``image``, ``prompts``,
             ``choices``, optional ``question``).
         rows: indices of the closed items to score.
 

@@ -49,8 +49,8 @@ def generate(
     """
     import torch
 
-    from velvet.data.datamodule_vlm import VLMCollator
     from velvet.models.inference import prepare_volumes
+    from velvet.vlm.collate import VLMCollator
     from velvet.vlm.lm_batch import generation_batch
     from velvet.vlm.prompts import parse_choice
     from velvet.vlm.scoring import option_scores
