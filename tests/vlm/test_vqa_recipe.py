@@ -112,3 +112,25 @@ def test_generate_cli_answers_and_writes_reports(trained, capsys):
         main(["generate", str(record.volume), "--model", ckpt, "--max-new-tokens", "5", "--beams", "2"]) == 0
     )
     assert main(["generate", str(record.volume), "--model", ckpt, "--choices", "Yes,No"]) == 2
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_export_folder_gives_the_same_outputs(trained, merge):
+    """`velvet export` of a VLM checkpoint: adapters separate or merged, the same loss and generation."""
+    from velvet.cli.main import main
+    from velvet.vlm.load import load_vlm
+
+    from .test_vlm_model import _batch
+
+    root, _ = trained
+    ckpt = root / "ckpt" / "last.ckpt"
+    out = root / f"export_{merge}"
+    assert main(["export", str(ckpt), str(out), *(["--merge-lora"] if merge else [])]) == 0
+    meta = json.loads((out / "vlm.json").read_text(encoding="utf-8"))
+    assert meta["lora"] == ("merged" if merge else "separate")
+    a, b = load_vlm(ckpt), load_vlm(out)
+    assert (meta["vlm_config"]["lora"] is None) == merge
+    assert any("lora_" in k for k in b.state_dict()) != merge
+    batch, _, _ = _batch(a)
+    with torch.no_grad():
+        torch.testing.assert_close(a(batch)["loss"], b(batch)["loss"], atol=1e-5, rtol=1e-5)

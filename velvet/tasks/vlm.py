@@ -18,8 +18,6 @@ Checkpoints carry everything needed to rebuild the model without the encoder's s
 from __future__ import annotations
 
 import logging
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -118,17 +116,9 @@ class VLMTask(VelvetTask):
             lm, lm_tokenizer = load_causal_lm(self.vlm_config.lm, lm_tokenizer)
             self.vlm = VolumeLanguageModel(encoder, lm, lm_tokenizer, self.vlm_config)
         self.vlm.encoder.preprocess = contract
-        self._meta = {
-            "kind": "vlm",
-            "vlm_config": self.vlm_config.to_dict(),
-            "encoder_source": str(self.hparams.encoder),
-            "encoder_config": encoder.config.to_dict(),
-            "preprocess": contract.to_dict() if contract is not None else None,
-            "tokenizer": {"config": encoder.tokenizer.config()},
-            "tokenizer_files": _files(encoder.tokenizer.tokenizer),
-            "lm_config": lm.config.to_dict(),
-            "lm_tokenizer_files": _files(lm_tokenizer),
-        }
+        from velvet.vlm.load import model_meta
+
+        self._meta = model_meta(self.vlm, str(self.hparams.encoder))
 
     def trainable_modules(self) -> dict[str, torch.nn.Module]:
         return {"model": self.vlm}
@@ -164,13 +154,6 @@ class VLMTask(VelvetTask):
             right = sum(int(p == batch["answer_index"][i]) for p, i in zip(picks, closed, strict=True))
             self.log("val/closed_accuracy_loglik", right / len(closed), batch_size=len(closed), on_epoch=True,
                      sync_dist=True, prog_bar=True)  # fmt: skip
-
-
-def _files(hf_tokenizer: Any) -> dict[str, str]:
-    """A Hugging Face tokenizer's saved files as ``{name: text}``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        hf_tokenizer.save_pretrained(tmp)
-        return {p.name: p.read_text(encoding="utf-8") for p in sorted(Path(tmp).iterdir()) if p.is_file()}
 
 
 def _with_fusion(encoder: Any, n_layers: int | None, *, seed: int) -> Any:

@@ -1,4 +1,9 @@
-"""``velvet export CKPT OUTDIR``: a training checkpoint to a pretrained-model directory."""
+"""``velvet export CKPT OUTDIR``: a training checkpoint to a pretrained-model directory.
+
+A volume-language model checkpoint (``recipes/vqa``, ``recipes/report_gen``) becomes a folder that
+``velvet generate`` and ``velvet evaluate vqa|report`` load; ``--merge-lora`` folds the LoRA
+adapters into the LM's weights (default: they stay separate tensors, declared in ``vlm.json``).
+"""
 
 from __future__ import annotations
 
@@ -20,16 +25,26 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("checkpoint", help="the .ckpt file written by `velvet fit`")
     parser.add_argument("out", help="output directory (replaced atomically if it exists)")
-    parser.add_argument("--tokenizer", default=None, help="the run's tokenizer folder, if the checkpoint has none")
+    parser.add_argument(
+        "--tokenizer", default=None, help="the run's tokenizer folder, if the checkpoint has none"
+    )
+    parser.add_argument(
+        "--merge-lora", action="store_true", help="volume-language models: fold LoRA into the LM weights"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Export; returns 1 with a message on stderr when the checkpoint cannot be exported."""
     from velvet.models.export import export_checkpoint
+    from velvet.vlm.load import is_vlm_checkpoint, load_vlm, save_vlm
 
     try:
-        out = export_checkpoint(args.checkpoint, args.out, tokenizer_dir=args.tokenizer)
+        if is_vlm_checkpoint(args.checkpoint):
+            model = load_vlm(args.checkpoint)
+            out = save_vlm(model, args.out, merge_lora=args.merge_lora, encoder_source=str(args.checkpoint))
+        else:
+            out = export_checkpoint(args.checkpoint, args.out, tokenizer_dir=args.tokenizer)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
