@@ -128,3 +128,31 @@ def test_fusion_bridge_needs_fusion_layers(encoder, lm_tokenizer):
     with pytest.raises(ValueError, match="fusion layers"):
         VolumeLanguageModel(plain, lm, tok, VLMConfig(bridge="fusion"))
     assert get_model_config("velvet-tiny")  # the preset the fixture uses has fusion layers
+
+
+def test_yes_no_head_bce_on_the_fused_cls_of_yes_no_items_only(make_vlm):
+    """Method 6.4: the head reads the fused question's [CLS]; only yes/no rows enter the BCE."""
+    from velvet.vlm.collate import _yes_no
+
+    vlm = make_vlm(bridge="both", visual_levels=[-1], yes_no_head=True, yes_no_weight=0.5).eval()
+    questions = [QUESTIONS[0], QUESTIONS[1], "Is the liver enlarged?"]
+    choices = [["Yes", "No"], ["No", "Yes", "Unclear"], ["No", "Yes"]]
+    batch, _, _ = _batch(vlm, questions, choices, answers=(0, 1, 0))
+    batch["yes_no"] = torch.tensor(
+        [_yes_no({"choices": c, "answer_index": a}) for c, a in zip(choices, (0, 1, 0), strict=True)]
+    )
+    assert batch["yes_no"].tolist() == [1, -1, 0]  # the 3-option item is not a yes/no item
+    with torch.no_grad():
+        out = vlm(batch)
+        enc = vlm.encoder
+        maps = enc.vision(batch["image"])["maps"]
+        states = enc.text.forward_text(*(batch["question"][k] for k in
+                                         ("input_ids", "token_type_ids", "attention_mask", "sentence_ids",
+                                          "sentence_token_mask")), output_all=True)  # fmt: skip
+        fused = enc.fuse(batch["question"], states["last_hidden_state"], enc.visual_tokens(maps))
+        logits = vlm.yes_no_head(fused[:, 0]).squeeze(-1)
+        want = F.binary_cross_entropy_with_logits(logits[[0, 2]], torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(out["yes_no_loss"], want)
+    torch.testing.assert_close(out["loss"], out["answer_loss"] + 0.5 * want)
+    with pytest.raises(ValueError, match="yes/no head"):
+        make_vlm(bridge="visual", yes_no_head=True)

@@ -121,6 +121,11 @@ def run_vqa(
     with _progress(len(samples), "vqa", ctx.get("progress")) as bar:
         for idx, batch in _batches(model, samples, ctx):
             generated = _generate(model, batch, dict(s["generation"]))
+            head = None
+            if getattr(model, "yes_no_head", None) is not None:
+                with torch.no_grad():
+                    model.prefix(batch["image"], batch.get("question"))
+                    head = torch.sigmoid(model.yes_no_logits()).tolist()
             closed = [j for j, c in enumerate(batch["choices"]) if c]
             scores = dict(zip(closed, option_scores(model, batch, closed), strict=True))
             for j, i in enumerate(idx):
@@ -136,6 +141,8 @@ def run_vqa(
                         yes = [normalize_answer(c) for c in it.choices].index("yes")
                         row["p_yes"] = float(opt.softmax(0)[yes])
                         row["is_yes"] = normalize_answer(it.answer) == "yes"
+                        if head is not None:
+                            row["p_yes_head"] = head[j]
                 rows.append(row)
             bar.update(len(idx))
     result: dict[str, Any] = {
@@ -158,9 +165,13 @@ def run_vqa(
         yn = [r for r in sel if "p_yes" in r]
         if yn:
             y = torch.tensor([float(r["is_yes"]) for r in yn])
-            m["yes_no_auroc"] = (
-                auroc(torch.tensor([r["p_yes"] for r in yn]), y) if 0 < y.sum() < len(y) else None
-            )
+            both = 0 < y.sum() < len(y)
+            m["yes_no_auroc"] = auroc(torch.tensor([r["p_yes"] for r in yn]), y) if both else None
+            if "p_yes_head" in yn[0]:
+                m["yes_no_auroc_head"] = (
+                    auroc(torch.tensor([r["p_yes_head"] for r in yn]), y) if both else None
+                )
+                m["yes_no_accuracy_head"] = sum((r["p_yes_head"] >= 0.5) == r["is_yes"] for r in yn) / len(yn)
         return m
 
     def open_metrics(sel: list[dict[str, Any]]) -> dict[str, Any]:
@@ -189,6 +200,8 @@ def run_vqa(
         "accuracy_generated": "share of closed items whose generated answer names the right option "
         "(leading letter, or the option text; none or several named = wrong)",
         "accuracy_loglik": OPTION_SCORE_DEFINITION,
+        "yes_no_auroc_head": "AUROC of the yes/no classification head's P(yes) (method 6.4), when the model has one; "
+        "its accuracy at P(yes) >= 0.5",
         "majority_baseline": "per question type, the most frequent normalised answer of the train split's "
         "closed items (ties: alphabetical); a type unseen in train counts as wrong",
         **({k: v for k, v in NLG_DEFINITIONS.items()} if open_rows else {}),

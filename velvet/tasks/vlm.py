@@ -139,13 +139,13 @@ class VLMTask(VelvetTask):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         out = self.vlm(batch)
-        self.log_terms("train", {"answer_loss": out["loss"]}, out["loss"], batch_size=len(batch["ids"]))
+        self.log_terms("train", _terms(out), out["loss"], batch_size=len(batch["ids"]))
         return out["loss"]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         out = self.vlm(batch)
         n = len(batch["ids"])
-        self.log_terms("val", {"answer_loss": out["loss"]}, out["loss"], batch_size=n)
+        self.log_terms("val", _terms(out), out["loss"], batch_size=n)
         closed = [i for i, c in enumerate(batch["choices"]) if c]
         if closed:
             from velvet.vlm.scoring import option_scores
@@ -154,6 +154,10 @@ class VLMTask(VelvetTask):
             right = sum(int(p == batch["answer_index"][i]) for p, i in zip(picks, closed, strict=True))
             self.log("val/closed_accuracy_loglik", right / len(closed), batch_size=len(closed), on_epoch=True,
                      sync_dist=True, prog_bar=True)  # fmt: skip
+
+
+def _terms(out: dict[str, Any]) -> dict[str, Any]:
+    return {k: out[k] for k in ("answer_loss", "yes_no_loss") if k in out}
 
 
 def _with_fusion(encoder: Any, n_layers: int | None, *, seed: int) -> Any:

@@ -77,6 +77,8 @@ class VLMCollator:
                 max_answer_tokens=self.max_answer_tokens,
             )
         )
+        # yes/no items for the classification head: 1 yes, 0 no, -1 any other item
+        batch["yes_no"] = torch.tensor([_yes_no(s) for s in samples], dtype=torch.long)
         if self.question_tokenizer is not None:
             # TriBERT reads the question (and its options); a report's "question" is the instruction
             questions = [
@@ -92,3 +94,10 @@ def _question_with_choices(question: str, choices: Sequence[str]) -> str:
     if not choices:
         return question
     return question + " " + " ".join(f"Option {chr(65 + i)}: {c}." for i, c in enumerate(choices))
+
+
+def _yes_no(sample: dict[str, Any]) -> int:
+    choices = [c.strip().lower() for c in sample.get("choices") or ()]
+    if sorted(choices) != ["no", "yes"] or sample.get("answer_index") is None:
+        return -1
+    return int(choices[int(sample["answer_index"])] == "yes")

@@ -34,6 +34,9 @@ class VLMConfig:
             prefix (M3D-LaMed does; the method's bridge carries the question only through TriBERT).
         max_prompt_tokens: LM tokens kept of the text prompt (question + options), cut from the left.
         max_answer_tokens: LM tokens kept of the answer or report (+ EOS).
+        yes_no_head: also train the method's yes/no classifier (method.md 6.4: an MLP on the fused
+            question's ``[CLS]``, BCE on the yes/no items); needs a ``fusion`` or ``both`` bridge.
+        yes_no_weight: weight of its loss beside the answer loss.
     """
 
     bridge: str = "visual"
@@ -54,6 +57,8 @@ class VLMConfig:
     question_in_prompt: bool = True
     max_prompt_tokens: int = 128
     max_answer_tokens: int = 256
+    yes_no_head: bool = False
+    yes_no_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.bridge not in BRIDGES:

@@ -66,6 +66,18 @@ class VolumeLanguageModel(nn.Module):
             if config.bridge in ("visual", "both")
             else []
         )
+        if config.yes_no_head and config.bridge == "visual":
+            raise ValueError(
+                "the yes/no head reads the fused question ([CLS] of the fusion layers): use bridge 'fusion' or 'both'"
+            )
+        hidden = encoder.text.cfg.hidden_size
+        # method 6.4's CLSModel head: Linear, GELU, LayerNorm, Linear -> one logit
+        self.yes_no_head = (
+            nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden), nn.Linear(hidden, 1))
+            if config.yes_no_head
+            else None
+        )
+        self._last_fused: torch.Tensor | None = None
         self.bridge_proj = (
             nn.Linear(encoder.text.cfg.hidden_size, width) if config.bridge in ("fusion", "both") else None
         )
@@ -160,7 +172,16 @@ class VolumeLanguageModel(nn.Module):
             fused = self._fuse(maps, question)
             parts.append(self.bridge_proj(fused))
             masks.append(question["attention_mask"].bool())
+        self._last_fused = fused[:, 0] if self.bridge_proj is not None else None  # [CLS], for the yes/no head
         return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
+
+    def yes_no_logits(self, cls: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B,)`` yes-vs-no logits of the classification head from the fused ``[CLS]`` states
+        ``(B, E_t)`` (default: those of the last :meth:`prefix` call)."""
+        if self.yes_no_head is None:
+            raise RuntimeError("this model has no yes/no head (VLMConfig.yes_no_head)")
+        cls = self._last_fused if cls is None else cls
+        return self.yes_no_head(cls).squeeze(-1)
 
     def _fuse(self, maps: list[torch.Tensor], question: Mapping[str, torch.Tensor]) -> torch.Tensor:
         from velvet.models.velvet import TEXT_INPUTS
@@ -204,7 +225,21 @@ class VolumeLanguageModel(nn.Module):
             ``(B, P + L, V)``, ``n_tokens`` (target tokens counted).
         """
         prefix, prefix_mask = self.prefix(batch["image"], batch.get("question"))
-        return self.lm_loss(prefix, prefix_mask, batch)
+        out = self.lm_loss(prefix, prefix_mask, batch)
+        out["answer_loss"] = out["loss"]
+        if self.yes_no_head is not None and "yes_no" in batch:
+            # method 6.4: BCE of the fused [CLS] on the yes/no items of the batch (-1 marks the others)
+            target = batch["yes_no"].to(prefix.device)
+            rows = target >= 0
+            logits = self.yes_no_logits()
+            bce = (
+                F.binary_cross_entropy_with_logits(logits[rows], target[rows].to(logits.dtype))
+                if bool(rows.any())
+                else logits.sum() * 0.0
+            )
+            out["yes_no_loss"] = bce
+            out["loss"] = out["loss"] + self.config.yes_no_weight * bce
+        return out
 
     def lm_loss(
         self, prefix: torch.Tensor, prefix_mask: torch.Tensor, batch: Mapping[str, torch.Tensor]
