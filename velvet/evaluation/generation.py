@@ -44,14 +44,7 @@ def _batches(
         if ctx.get("volume_cache_dir")
         else UncachedVolumes(contract)
     )
-    cfg = model.config
-    collate = VLMCollator(
-        model.lm_tokenizer,
-        model.encoder.tokenizer if model.bridge_proj is not None else None,
-        with_question=cfg.question_in_prompt,
-        max_prompt_tokens=cfg.max_prompt_tokens,
-        max_answer_tokens=cfg.max_answer_tokens,
-    )
+    collate = VLMCollator.for_model(model)
     device = next(model.parameters()).device
     size = int(ctx.get("batch_size") or 8)
     images: dict[str, torch.Tensor] = {}  # several questions share a volume

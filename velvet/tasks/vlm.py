@@ -76,7 +76,7 @@ class VLMTask(VelvetTask):
         if self.vlm is not None or self._trainer is None:
             return
         datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "set_tokenizers"):
+        if datamodule is None or not hasattr(datamodule, "set_collator"):
             raise RuntimeError("VLMTask needs a VLMDataModule")
         from velvet.models.pretrained import from_pretrained
 
@@ -98,13 +98,9 @@ class VLMTask(VelvetTask):
 
             lm_tokenizer = train_lm_tokenizer(datamodule.training_texts(), vocab_size=hp.lm_vocab_size)
         self._build(encoder, lm_tokenizer, datamodule.contract)
-        datamodule.set_tokenizers(
-            self.vlm.lm_tokenizer,
-            encoder.tokenizer if self.vlm.bridge_proj is not None else None,
-            with_question=self.vlm_config.question_in_prompt,
-            max_prompt_tokens=self.vlm_config.max_prompt_tokens,
-            max_answer_tokens=self.vlm_config.max_answer_tokens,
-        )
+        from velvet.vlm.collate import VLMCollator
+
+        datamodule.set_collator(VLMCollator.for_model(self.vlm))
         logger.info("volume-language model: trainable parameters %s", self.vlm.trainable_parameter_count())
 
     def _build(self, encoder: Any, lm_tokenizer: Any, contract: Any) -> None:

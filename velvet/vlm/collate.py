@@ -51,6 +51,19 @@ class VLMCollator:
         self.max_prompt_tokens = max_prompt_tokens
         self.max_answer_tokens = max_answer_tokens
 
+    @classmethod
+    def for_model(cls, model: Any) -> VLMCollator:
+        """The collator a :class:`~velvet.vlm.model.VolumeLanguageModel` reads: its tokenizers, its
+        prompt settings, TriBERT questions only for the fusion bridges."""
+        cfg = model.config
+        return cls(
+            model.lm_tokenizer,
+            model.encoder.tokenizer if model.bridge_proj is not None else None,
+            with_question=cfg.question_in_prompt,
+            max_prompt_tokens=cfg.max_prompt_tokens,
+            max_answer_tokens=cfg.max_answer_tokens,
+        )
+
     def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         from velvet.vlm.lm_batch import training_batch
         from velvet.vlm.prompts import REPORT_INSTRUCTION

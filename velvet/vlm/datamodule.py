@@ -9,7 +9,7 @@ Volumes come from the same cache and preprocessing contract as pretraining; the 
 the encoder's (the task checks). Text is tokenised batch-wise in the collator, for the LM (prompt +
 target, answer-only labels, :mod:`velvet.vlm.lm_batch`) and, for the fusion bridges, the question
 for TriBERT. The task hands the tokenizers over in ``configure_model``
-(:meth:`VLMDataModule.set_tokenizers`), before Lightning asks for a loader.
+(:meth:`VLMDataModule.set_collator`), before Lightning asks for a loader.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class VLMDataModule(ManifestDataModule):
         self.question_types = list(question_types) if question_types else None
         self.max_eval_items = max_eval_items
         self.items: list[Any] = []
-        self.tokenizers: dict[str, Any] = {}
+        self.collator: VLMCollator | None = None
 
     @property
     def items_path(self) -> Path:
@@ -169,23 +169,9 @@ class VLMDataModule(ManifestDataModule):
             entries = [entries[i] for i in keep]
         return VLMDataset(entries, self.cache)
 
-    def set_tokenizers(
-        self,
-        lm_tokenizer: Any,
-        question_tokenizer: Any = None,
-        *,
-        with_question: bool = True,
-        max_prompt_tokens: int = 128,
-        max_answer_tokens: int = 256,
-    ) -> None:
-        """Give the collator its tokenizers (the task calls this in ``configure_model``)."""
-        self.tokenizers = {
-            "lm_tokenizer": lm_tokenizer,
-            "question_tokenizer": question_tokenizer,
-            "with_question": with_question,
-            "max_prompt_tokens": max_prompt_tokens,
-            "max_answer_tokens": max_answer_tokens,
-        }
+    def set_collator(self, collator: VLMCollator) -> None:
+        """Give the loaders their collator (the task builds it, with its tokenizers, in ``configure_model``)."""
+        self.collator = collator
 
     def training_texts(self) -> list[str]:
         """The texts of the training split (a config-built LM's vocabulary is trained on them)."""
@@ -196,8 +182,6 @@ class VLMDataModule(ManifestDataModule):
         return texts
 
     def collate_fn(self) -> Any:
-        if not self.tokenizers:
-            raise RuntimeError("VLMDataModule needs its tokenizers: the task sets them in configure_model")
-        lm = self.tokenizers["lm_tokenizer"]
-        rest = {k: v for k, v in self.tokenizers.items() if k != "lm_tokenizer"}
-        return VLMCollator(lm, **rest)
+        if self.collator is None:
+            raise RuntimeError("VLMDataModule needs its collator: the task sets it in configure_model")
+        return self.collator

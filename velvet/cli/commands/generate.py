@@ -58,11 +58,7 @@ def generate(
     device = next(model.parameters()).device
     image = prepare_volumes(scan, model.preprocess)[:1].to(device)
     cfg = model.config
-    collate = VLMCollator(
-        model.lm_tokenizer, model.encoder.tokenizer if model.bridge_proj is not None else None,
-        with_question=cfg.question_in_prompt, max_prompt_tokens=cfg.max_prompt_tokens,
-        max_answer_tokens=cfg.max_answer_tokens,
-    )  # fmt: skip
+    collate = VLMCollator.for_model(model)
     sample = {"image": image[0].cpu(), "id": "scan", "case_id": "scan", "question": question,
               "choices": list(choices or []), "answer_index": 0 if choices else None, "target": "",
               "kind": "closed" if choices else "open", "question_type": "user"}  # fmt: skip
