@@ -23,14 +23,9 @@ import pytest
 
 from velvet.data.phantoms import LABEL_NAMES, PhantomConfig, sample_case
 from velvet.data.phantoms.anatomy import Ellipsoid
+from velvet.data.phantoms.finding_f1 import FINDING_F1_DEFINITION, finding_f1, finding_f1_from_labels
 from velvet.data.phantoms.findings import LESION_ORGANS, Findings, Lesion, sample_global_findings
-from velvet.data.phantoms.parse import (
-    FINDING_F1_DEFINITION,
-    finding_f1,
-    finding_f1_from_labels,
-    findings_from_report,
-    lesions_from_report,
-)
+from velvet.data.phantoms.parse import findings_from_report, lesions_from_report
 from velvet.data.phantoms.reports import write_report
 
 N_SAMPLED = 1000

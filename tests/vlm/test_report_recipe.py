@@ -16,7 +16,7 @@ def test_report_recipe_and_protocol(tmp_path, monkeypatch):
     import velvet.evaluation.generation as gen
     from velvet.cli.main import main
     from velvet.data.manifest import read_manifest
-    from velvet.data.phantoms.parse import finding_f1
+    from velvet.data.phantoms.finding_f1 import finding_f1
     from velvet.data.reports import clean_report
     from velvet.evaluation.protocols import evaluate
     from velvet.metrics.nlg import nlg_metrics

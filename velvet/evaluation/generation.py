@@ -258,7 +258,7 @@ def run_report(
         else "the whole split",
     }
     if phantoms:
-        from velvet.data.phantoms.parse import FINDING_F1_DEFINITION, finding_f1
+        from velvet.data.phantoms.finding_f1 import FINDING_F1_DEFINITION, finding_f1
 
         f1 = finding_f1(generated, refs)
         base = finding_f1([baseline_text] * len(refs), refs)
