@@ -2,38 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import yaml
 
-RECIPE = Path(__file__).parents[2] / "recipes/report_gen/phantoms.yaml"
+from .recipes import fit_small
 
 pytestmark = pytest.mark.slow
 
 
 def test_report_recipe_and_protocol(tmp_path, monkeypatch):
     import velvet.evaluation.generation as gen
-    from velvet.cli.main import main
     from velvet.data.manifest import read_manifest
     from velvet.data.phantoms.finding_f1 import finding_f1
     from velvet.data.reports import clean_report
     from velvet.evaluation.protocols import evaluate
     from velvet.metrics.nlg import nlg_metrics
 
-    recipe = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
-    data = recipe["data"]["init_args"]
-    data["phantoms"].update(n_cases=12, n_val=2, n_test=3)
-    data.update(
-        data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), batch_size=4, eval_batch_size=8
-    )
-    recipe["trainer"].update(max_epochs=1, max_steps=1, limit_val_batches=1)
-    recipe["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / "logs")
-    recipe["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(tmp_path / "ckpt")
-    recipe["model"]["init_args"]["lm_vocab_size"] = 400
-    path = tmp_path / "report.yaml"
-    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    assert main(["fit", "--config", str(path)]) == 0
+    fit_small("report_gen/phantoms.yaml", tmp_path, n_test=3)
 
     manifest = tmp_path / "data" / "phantoms" / "manifest.csv"
     records = read_manifest(manifest)

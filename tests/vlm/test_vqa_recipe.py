@@ -4,34 +4,19 @@ the checkpoint then runs `velvet evaluate vqa` and `velvet generate`, whose scor
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-RECIPE = Path(__file__).parents[2] / "recipes/vqa/phantoms.yaml"
+from .recipes import fit_small
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from velvet.cli.main import main
-
     root = tmp_path_factory.mktemp("vqa")
-    recipe = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
-    data = recipe["data"]["init_args"]
-    data["phantoms"].update(n_cases=12, n_val=2, n_test=2)
-    data.update(data_dir=str(root / "data"), cache_dir=str(root / "cache"), batch_size=4, eval_batch_size=8)
-    recipe["trainer"].update(max_epochs=1, max_steps=1, limit_val_batches=1)
-    recipe["trainer"]["logger"]["init_args"]["save_dir"] = str(root / "logs")
-    recipe["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(root / "ckpt")
-    recipe["model"]["init_args"]["lm_vocab_size"] = 400
-    path = root / "vqa.yaml"
-    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    assert main(["fit", "--config", str(path)]) == 0
-    return root, recipe
+    return root, fit_small("vqa/phantoms.yaml", root)
 
 
 def test_the_recipe_trains_lora_and_the_checkpoint_rebuilds(trained):

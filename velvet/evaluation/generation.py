@@ -117,8 +117,8 @@ def run_vqa(
             head = None
             if getattr(model, "yes_no_head", None) is not None:
                 with torch.no_grad():
-                    model.prefix(batch["image"], batch.get("question"))
-                    head = torch.sigmoid(model.yes_no_logits()).tolist()
+                    _, _, cls = model.prefix_parts(batch["image"], batch.get("question"))
+                    head = torch.sigmoid(model.yes_no_logits(cls)).tolist()
             closed = [j for j, c in enumerate(batch["choices"]) if c]
             scores = dict(zip(closed, option_scores(model, batch, closed), strict=True))
             for j, i in enumerate(idx):

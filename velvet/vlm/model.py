@@ -77,7 +77,6 @@ class VolumeLanguageModel(nn.Module):
             if config.yes_no_head
             else None
         )
-        self._last_fused: torch.Tensor | None = None
         self.bridge_proj = (
             nn.Linear(encoder.text.cfg.hidden_size, width) if config.bridge in ("fusion", "both") else None
         )
@@ -143,7 +142,15 @@ class VolumeLanguageModel(nn.Module):
     def prefix(
         self, image: torch.Tensor, question: Mapping[str, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The soft prompt of a batch.
+        """The soft prompt of a batch: ``embeds`` ``(B, P, d_lm)`` and ``mask`` ``(B, P)`` bool
+        (False on padding); see :meth:`prefix_parts`."""
+        embeds, mask, _ = self.prefix_parts(image, question)
+        return embeds, mask
+
+    def prefix_parts(
+        self, image: torch.Tensor, question: Mapping[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The soft prompt of a batch and the fused question's ``[CLS]``.
 
         Args:
             image: ``(B, 1, H, W, D)`` preprocessed volumes.
@@ -151,7 +158,8 @@ class VolumeLanguageModel(nn.Module):
                 the ``fusion`` / ``both`` bridges.
 
         Returns:
-            ``embeds`` ``(B, P, d_lm)`` and ``mask`` ``(B, P)`` bool (False on padding).
+            ``embeds`` ``(B, P, d_lm)``, ``mask`` ``(B, P)`` bool (False on padding) and the fused
+            ``[CLS]`` states ``(B, E_t)`` (None without a fusion bridge), which the yes/no head reads.
         """
         cfg, enc = self.config, self.encoder
         with torch.set_grad_enabled(torch.is_grad_enabled() and not cfg.freeze["vision"]):
@@ -172,15 +180,14 @@ class VolumeLanguageModel(nn.Module):
             fused = self._fuse(maps, question)
             parts.append(self.bridge_proj(fused))
             masks.append(question["attention_mask"].bool())
-        self._last_fused = fused[:, 0] if self.bridge_proj is not None else None  # [CLS], for the yes/no head
-        return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
+        cls = fused[:, 0] if self.bridge_proj is not None else None
+        return torch.cat(parts, dim=1), torch.cat(masks, dim=1), cls
 
-    def yes_no_logits(self, cls: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B,)`` yes-vs-no logits of the classification head from the fused ``[CLS]`` states
-        ``(B, E_t)`` (default: those of the last :meth:`prefix` call)."""
+    def yes_no_logits(self, cls: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` yes-vs-no logits of the classification head from fused ``[CLS]`` states
+        ``(B, E_t)`` (:meth:`prefix_parts`)."""
         if self.yes_no_head is None:
             raise RuntimeError("this model has no yes/no head (VLMConfig.yes_no_head)")
-        cls = self._last_fused if cls is None else cls
         return self.yes_no_head(cls).squeeze(-1)
 
     def _fuse(self, maps: list[torch.Tensor], question: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -224,14 +231,14 @@ class VolumeLanguageModel(nn.Module):
             ``loss`` (mean cross-entropy over the target tokens of the batch), ``logits``
             ``(B, P + L, V)``, ``n_tokens`` (target tokens counted).
         """
-        prefix, prefix_mask = self.prefix(batch["image"], batch.get("question"))
+        prefix, prefix_mask, cls = self.prefix_parts(batch["image"], batch.get("question"))
         out = self.lm_loss(prefix, prefix_mask, batch)
         out["answer_loss"] = out["loss"]
         if self.yes_no_head is not None and "yes_no" in batch:
             # method 6.4: BCE of the fused [CLS] on the yes/no items of the batch (-1 marks the others)
             target = batch["yes_no"].to(prefix.device)
             rows = target >= 0
-            logits = self.yes_no_logits()
+            logits = self.yes_no_logits(cls)
             bce = (
                 F.binary_cross_entropy_with_logits(logits[rows], target[rows].to(logits.dtype))
                 if bool(rows.any())
