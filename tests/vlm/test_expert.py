@@ -71,3 +71,130 @@ def test_sides_on_a_preprocessed_phantom(tmp_path):
         fake = np.where(lab == organ, 99, lab)
         found = expert_findings(fake, (1.0, 1.0, 1.0), {**classes, 99: "lesion"})["lesions"]
         assert found[0]["side"] == side
+
+
+def test_sides_follow_the_affine_and_hu_and_sided_volumes_by_hand():
+    """A left-right flipped file (LAS storage) flips every side; mean HU and effusion per side by hand."""
+    classes = {0: "background", 1: "liver", 12: "pleural_effusion", 11: "lesion"}
+    lab = np.zeros((10, 4, 4), dtype=np.int64)
+    lab[0:5] = 1  # liver at low index
+    lab[1, 1, 1] = 11  # one lesion voxel inside it
+    lab[8:10, 0, 0] = 12  # 2 effusion voxels at high index
+    lab[0, 3, 3] = 12  # 1 at low index
+    hu = np.full(lab.shape, -900.0)
+    hu[lab == 1] = 60.0
+    hu[1, 1, 1] = 200.0
+    ras = expert_findings(lab, (1.0, 1.0, 1.0), classes, image=hu)
+    assert ras["mean_hu"] == {"liver": 60} and ras["lesions"][0]["hu"] == 200
+    assert ras["lesions"][0]["side"] == "right"  # low RAS x = the patient's right
+    # 10 mm voxels: 1 mL each, so the side volumes count voxels
+    big = expert_findings(lab, None, classes, affine=np.diag([10.0, 10.0, 10.0, 1.0]))
+    assert big["sided_ml"] == {"pleural_effusion": {"right": 1.0, "left": 2.0}}
+    las = np.diag([-10.0, 10.0, 10.0, 1.0])  # index 0 is now the patient's left
+    flipped = expert_findings(lab, None, classes, affine=las)
+    assert flipped["sided_ml"] == {"pleural_effusion": {"right": 2.0, "left": 1.0}}
+    assert (
+        flipped["lesions"][0]["side"] == "left"
+        and flipped["volumes_ml"]["liver"] == big["volumes_ml"]["liver"]
+    )
+    assert flipped["lesions"][0]["size_mm"] == 10  # spacing from the affine's columns
+
+
+def test_text_lists_requested_organs_and_caps_lesions():
+    findings = {
+        "volumes_ml": {"liver": 1650.4, "kidney_right": 150.0},
+        "mean_hu": {"liver": 52},
+        "sided_ml": {"pleural_effusion": {"right": 120.2, "left": 0.0}},
+        "lesions": [
+            {"size_mm": s, "organ": "kidney_right", "side": "right", "voxels": s} for s in (30, 20, 10, 5)
+        ],
+    }
+    text = expert_text(findings, ["liver", "kidney_left", "ascites"], max_lesions=2)
+    assert text == (
+        "Segmentation: liver 1650 mL 52 HU, left kidney 0 mL, ascites 0 mL; pleural effusion right 120 mL, "
+        "left 0 mL; 4 lesions: 30 mm in the right kidney (right); 20 mm in the right kidney (right)."
+    )
+
+
+@pytest.fixture(scope="module")
+def phantom_data(tmp_path_factory):
+    from velvet.data.phantoms import PhantomConfig
+    from velvet.data.phantoms.generate import generate_phantoms
+
+    config = PhantomConfig(
+        n_cases=10, n_val=0, n_test=0, seed=3, shape=(64, 64, 48), spacing=(6.0, 6.0, 6.67)
+    )
+    return generate_phantoms(tmp_path_factory.mktemp("expert") / "data", config, progress=False)
+
+
+def test_expert_file_from_labels_agrees_with_the_phantom_ground_truth(phantom_data, tmp_path):
+    """The expert lines of the phantoms' own label maps say what the generator put there: lesion
+    organs, effusion sides, a missing kidney; the file reads back for every case."""
+    import json
+
+    from velvet.cli.main import main
+    from velvet.vlm.expert_file import read_expert
+
+    out = tmp_path / "expert.jsonl"
+    assert main(["expert", "--manifest", str(phantom_data), "--from-labels", "--out", str(out)]) == 0
+    rows = {r["case_id"]: r for r in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
+    truth = {
+        d["id"]: d["findings"]
+        for d in map(json.loads, (phantom_data.parent / "findings.jsonl").read_text("utf-8").splitlines())
+    }
+    assert set(rows) == set(truth) and read_expert(out, truth) == {k: r["text"] for k, r in rows.items()}
+    for case, f in truth.items():
+        got = rows[case]["findings"]
+        assert sorted({d["organ"] for d in got["lesions"]}) == sorted({d["organ"] for d in f["lesions"]}), (
+            case
+        )
+        sides = {s for s, ml in got["sided_ml"]["pleural_effusion"].items() if ml > 0}
+        want = {None: set(), "right": {"right"}, "left": {"left"}, "bilateral": {"right", "left"}}[
+            f["effusion"]
+        ]
+        assert sides == want, case
+        kidneys = {k for k in ("kidney_right", "kidney_left") if got["volumes_ml"].get(k, 0) > 0}
+        if f["nephrectomy"]:
+            assert kidneys == {"kidney_right", "kidney_left"} - {f"kidney_{f['nephrectomy']}"}, case
+        assert rows[case]["source"] == "labels" and rows[case]["text"].startswith("Segmentation: liver ")
+
+
+def test_read_expert_errors_name_line_and_case(tmp_path):
+    from velvet.data.errors import DataError
+    from velvet.vlm.expert_file import read_expert
+
+    p = tmp_path / "expert.jsonl"
+    p.write_text('{"case_id": "a", "text": "Segmentation: x."}\nnot json\n', encoding="utf-8")
+    with pytest.raises(DataError, match="line 2: not JSON"):
+        read_expert(p)
+    p.write_text('{"case_id": "a", "text": "x"}\n{"case_id": "a", "text": "y"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match="line 2: case 'a' appears twice"):
+        read_expert(p)
+    p.write_text('{"case_id": "a", "text": "x"}\n{"case_id": "b"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match="line 2: needs string fields"):
+        read_expert(p)
+    p.write_text('{"case_id": "a", "text": "x"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"no expert line for 1 case\(s\), e.g. \['b'\]"):
+        read_expert(p, ["a", "b"])
+    with pytest.raises(DataError, match="expert file not found"):
+        read_expert(tmp_path / "none.jsonl")
+
+
+def test_prompt_puts_the_expert_line_first_and_requires_it():
+    from velvet.vlm.collate import sample_texts
+    from velvet.vlm.prompts import prompt_text
+
+    line = "Segmentation: liver 1650 mL;  no lesion."
+    assert prompt_text("Is there ascites?", ["Yes", "No"], context=line) == (
+        "Segmentation: liver 1650 mL; no lesion.\nQuestion: Is there ascites?\nOptions: A. Yes B. No\nAnswer:"
+    )
+    assert prompt_text(None, context=line).splitlines()[0] == "Segmentation: liver 1650 mL; no lesion."
+    assert prompt_text("q", with_question=False, context=line).endswith("lesion.\nAnswer:")
+    sample = {"id": "q1", "question": "Is there ascites?", "choices": ["Yes", "No"], "answer_index": 1}
+    assert sample_texts(sample)[0].startswith("Question:")  # without expert the line is not used
+    with pytest.raises(ValueError, match="sample 'q1' has no expert line"):
+        sample_texts(sample, expert=True)
+    assert sample_texts({**sample, "expert": line}, expert=True) == (
+        prompt_text("Is there ascites?", ["Yes", "No"], context=line),
+        "B. No",
+    )

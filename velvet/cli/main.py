@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "embed",
     "search",
     "segment",
+    "expert",
     "evaluate",
     "ground",
     "generate",

@@ -6,7 +6,9 @@ a generated answer names (:func:`~velvet.vlm.prompts.parse_choice`; an answer na
 several is wrong, and counted), and the option with the highest log-likelihood (no parsing;
 :mod:`velvet.vlm.scoring`). Yes/no questions also get an AUROC of ``P(yes)`` from the two options'
 likelihoods. Everything is given per question type beside the majority-answer baseline of the
-training split. Open answers and reports are scored by :mod:`velvet.metrics.nlg`; phantom reports
+training split. A model trained with expert lines in its prompt reads them from the ``expert``
+setting's file (default: ``expert.jsonl`` beside the manifest); which file and its source are
+recorded. Open answers and reports are scored by :mod:`velvet.metrics.nlg`; phantom reports
 also by the finding F1 of :mod:`velvet.data.phantoms.parse`, against the "most common report"
 baseline (the training report whose finding set is the most common one, first in manifest order).
 """
@@ -29,6 +31,21 @@ def _subset(entries: list[Any], max_items: int | None, seed: int) -> list[Any]:
         return entries
     keep = sorted(random.Random(seed).sample(range(len(entries)), int(max_items)))
     return [entries[i] for i in keep]
+
+
+def _expert(model: Any, path: Any, s: dict[str, Any], case_ids: Sequence[str]) -> tuple[dict[str, str], Any]:
+    """The expert lines of the cases and what to record about them (None for a model without)."""
+    if not getattr(model.config, "expert_prompt", False):
+        if s.get("expert"):
+            raise ValueError(
+                f"expert={s['expert']!r} was given, but the model was trained without expert lines in its prompt"
+            )
+        return {}, None
+    from velvet.vlm.expert_file import expert_source, read_expert
+
+    file = Path(s["expert"]) if s.get("expert") else Path(path).parent / "expert.jsonl"
+    lines = read_expert(file, case_ids)
+    return lines, {"file": file.name, "source": expert_source(file)}
 
 
 def _batches(
@@ -104,9 +121,11 @@ def run_vqa(
     if not test:
         raise ValueError(f"{items_path}: no {s['kinds']} item on the {s['split']!r} split")
     test = _subset(test, s.get("max_items"), seed)
+    expert, expert_info = _expert(model, path, s, [it.case_id for it in test])
     samples = [
         {"record": records[it.case_id], "id": it.id, "question": it.question, "choices": list(it.choices),
-         "answer_index": it.answer_index, "target": it.answer, "kind": it.kind, "question_type": it.question_type}
+         "answer_index": it.answer_index, "target": it.answer, "kind": it.kind, "question_type": it.question_type,
+         **({"expert": expert[it.case_id]} if expert_info else {})}
         for it in test
     ]  # fmt: skip
     rows: list[dict[str, Any]] = []
@@ -141,6 +160,7 @@ def run_vqa(
     result: dict[str, Any] = {
         "n": len(rows),
         "items_file": items_path.name,
+        "expert": expert_info,
         "metrics": {},
         "per_question_type": {},
     }
@@ -232,9 +252,10 @@ def run_report(
         raise ValueError(f"{path}: the manifest has no {s['split']!r} cases")
     records = _subset(records, s.get("max_items"), seed)
     refs = [clean_report(r.load_report() or "", source=f"report of case {r.id!r}") for r in records]
+    expert, expert_info = _expert(model, path, s, [r.id for r in records])
     samples = [
         {"record": r, "id": r.id, "question": None, "choices": [], "answer_index": None, "target": t,
-         "kind": "report", "question_type": "report"}
+         "kind": "report", "question_type": "report", **({"expert": expert[r.id]} if expert_info else {})}
         for r, t in zip(records, refs, strict=True)
     ]  # fmt: skip
     generated: list[str] = []
@@ -250,6 +271,7 @@ def run_report(
     baseline_text = _most_common_report(train, phantoms)
     result: dict[str, Any] = {
         "n": len(records),
+        "expert": expert_info,
         "metrics": nlg_metrics(generated, refs),
         "baseline_most_common_report": {"metrics": nlg_metrics([baseline_text] * len(refs), refs)},
         "metric_definitions": dict(NLG_DEFINITIONS),

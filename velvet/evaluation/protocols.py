@@ -89,12 +89,12 @@ PROTOCOLS: dict[str, Protocol] = {
         ),
         Protocol(
             "vqa", "vqa", 1, "VQA with a volume-language model: closed accuracy, yes/no AUROC, open NLG",
-            {"split": "test", "items": None, "kinds": ["closed", "open"], "max_items": None,
+            {"split": "test", "items": None, "kinds": ["closed", "open"], "max_items": None, "expert": None,
              "generation": {"num_beams": 1, "do_sample": False, "max_new_tokens": 32}},
         ),
         Protocol(
             "report", "report", 1, "report generation: NLG metrics and finding F1 against the most common report",
-            {"split": "test", "max_items": None, "findings": "auto",
+            {"split": "test", "max_items": None, "findings": "auto", "expert": None,
              "generation": {"num_beams": 1, "do_sample": False, "max_new_tokens": 200, "no_repeat_ngram_size": 0}},
         ),
     )

@@ -78,6 +78,13 @@ class VLMTask(VelvetTask):
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "set_collator"):
             raise RuntimeError("VLMTask needs a VLMDataModule")
+        has_expert = getattr(datamodule, "expert", None) is not None
+        if has_expert != self.vlm_config.expert_prompt:
+            raise ValueError(
+                "vlm.expert_prompt is "
+                f"{self.vlm_config.expert_prompt} but the data {'gives' if has_expert else 'gives no'} expert "
+                "file: set both (data expert: expert.jsonl and vlm expert_prompt: true) or neither"
+            )
         from velvet.models.pretrained import from_pretrained
 
         hp = self.hparams

@@ -14,12 +14,27 @@ import torch
 __all__ = ["VLMCollator", "sample_texts"]
 
 
-def sample_texts(sample: dict[str, Any], *, with_question: bool = True) -> tuple[str, str]:
-    """``(prompt, target)`` of a sample dict (keys ``question``, ``choices``, ``answer_index``, ``target``)."""
+def sample_texts(
+    sample: dict[str, Any], *, with_question: bool = True, expert: bool = False
+) -> tuple[str, str]:
+    """``(prompt, target)`` of a sample dict (keys ``question``, ``choices``, ``answer_index``,
+    ``target``, and ``expert`` (the expert line) when ``expert``).
+
+    Raises:
+        ValueError: ``expert`` and the sample has no expert line (names the sample).
+    """
     from velvet.vlm.prompts import closed_target, prompt_text
 
+    context = None
+    if expert:
+        context = sample.get("expert")
+        if not context:
+            raise ValueError(
+                f"sample {sample.get('id')!r} has no expert line, and the model was trained with one in "
+                "its prompt (give the expert file, or run a segmentation model: `velvet expert`)"
+            )
     choices = sample.get("choices") or ()
-    prompt = prompt_text(sample.get("question"), choices, with_question=with_question)
+    prompt = prompt_text(sample.get("question"), choices, with_question=with_question, context=context)
     if choices:
         return prompt, closed_target(choices, int(sample["answer_index"]))
     return prompt, sample["target"]
@@ -33,6 +48,7 @@ class VLMCollator:
         question_tokenizer: the encoder's :class:`~velvet.data.tokenization.TriBertTokenizer` for
             fusion bridges, or None.
         with_question: write the question into the LM prompt (``VLMConfig.question_in_prompt``).
+        expert: put each sample's expert line first in the prompt (``VLMConfig.expert_prompt``).
         max_prompt_tokens, max_answer_tokens: LM token limits (``VLMConfig``).
     """
 
@@ -42,12 +58,14 @@ class VLMCollator:
         question_tokenizer: Any = None,
         *,
         with_question: bool = True,
+        expert: bool = False,
         max_prompt_tokens: int = 128,
         max_answer_tokens: int = 256,
     ) -> None:
         self.lm_tokenizer = lm_tokenizer
         self.question_tokenizer = question_tokenizer
         self.with_question = with_question
+        self.expert = expert
         self.max_prompt_tokens = max_prompt_tokens
         self.max_answer_tokens = max_answer_tokens
 
@@ -60,6 +78,7 @@ class VLMCollator:
             model.lm_tokenizer,
             model.encoder.tokenizer if model.bridge_proj is not None else None,
             with_question=cfg.question_in_prompt,
+            expert=cfg.expert_prompt,
             max_prompt_tokens=cfg.max_prompt_tokens,
             max_answer_tokens=cfg.max_answer_tokens,
         )
@@ -68,7 +87,7 @@ class VLMCollator:
         from velvet.vlm.lm_batch import training_batch
         from velvet.vlm.prompts import REPORT_INSTRUCTION
 
-        texts = [sample_texts(s, with_question=self.with_question) for s in samples]
+        texts = [sample_texts(s, with_question=self.with_question, expert=self.expert) for s in samples]
         batch: dict[str, Any] = {
             "image": torch.stack([s["image"] for s in samples]),
             "ids": [s["id"] for s in samples],

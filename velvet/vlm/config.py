@@ -32,7 +32,11 @@ class VLMConfig:
             (fusion layers and visual adapter), ``lm`` (the LM's own weights; LoRA stays trainable).
         question_in_prompt: also give the question (and options) to the LM as text after the
             prefix (M3D-LaMed does; the method's bridge carries the question only through TriBERT).
-        max_prompt_tokens: LM tokens kept of the text prompt (question + options), cut from the left.
+        expert_prompt: the prompt starts with the scan's expert line (a segmentation model's
+            findings as text, :mod:`velvet.vlm.expert`); training, evaluation and generation then
+            need one for every scan.
+        max_prompt_tokens: LM tokens kept of the text prompt (expert line + question + options),
+            cut from the left.
         max_answer_tokens: LM tokens kept of the answer or report (+ EOS).
         yes_no_head: also train the method's yes/no classifier (method.md 6.4: an MLP on the fused
             question's ``[CLS]``, BCE on the yes/no items); needs a ``fusion`` or ``both`` bridge.
@@ -55,6 +59,7 @@ class VLMConfig:
         default_factory=lambda: {"vision": True, "text": True, "fusion": False, "lm": True}
     )
     question_in_prompt: bool = True
+    expert_prompt: bool = False
     max_prompt_tokens: int = 128
     max_answer_tokens: int = 256
     yes_no_head: bool = False

@@ -4,6 +4,8 @@
   one beside its manifest) whose case is in the manifest; an item's split is its case's, so no
   volume is in two splits. ``kinds`` / ``question_types`` select items.
 - ``task: report``: one sample per case, the target being its cleaned report.
+- ``expert``: an ``expert.jsonl`` (``velvet expert``, :mod:`velvet.vlm.expert_file`) whose line
+  for each case goes first in the LM prompt; every case of the manifest needs one.
 
 Volumes come from the same cache and preprocessing contract as pretraining; the contract must be
 the encoder's (the task checks). Text is tokenised batch-wise in the collator, for the LM (prompt +
@@ -72,6 +74,8 @@ class VLMDataModule(ManifestDataModule):
         question_types: question types kept (None: all).
         max_eval_items: keep at most this many val / test samples, a seeded random subset
             (declared in results); None: all.
+        expert: an ``expert.jsonl`` with the expert line of every case (for a model whose
+            ``VLMConfig.expert_prompt`` is on; the task checks the two agree).
         **kwargs: :class:`~velvet.data.datamodule_base.ManifestDataModule` arguments
             (``manifest`` or ``phantoms``, ``data_dir``, ``preprocess``, ``batch_size``, ...).
     """
@@ -85,6 +89,7 @@ class VLMDataModule(ManifestDataModule):
         kinds: list[str] | None = None,
         question_types: list[str] | None = None,
         max_eval_items: int | None = None,
+        expert: str | None = None,
         phantoms: dict[str, Any] | None = None,
         data_dir: str = "runs/data",
         preprocess: str | dict[str, Any] = "ct_rate",
@@ -115,6 +120,8 @@ class VLMDataModule(ManifestDataModule):
         self.kinds = list(kinds) if kinds else ["closed", "open"]
         self.question_types = list(question_types) if question_types else None
         self.max_eval_items = max_eval_items
+        self.expert = Path(expert) if expert else None
+        self.expert_lines: dict[str, str] = {}
         self.items: list[Any] = []
         self.collator: VLMCollator | None = None
 
@@ -124,6 +131,10 @@ class VLMDataModule(ManifestDataModule):
         return self.vqa_items or self.manifest_path.parent / "vqa.jsonl"
 
     def setup_task(self, manifest: Manifest) -> None:
+        if self.expert is not None:
+            from velvet.vlm.expert_file import read_expert
+
+            self.expert_lines = read_expert(self.expert, [r.id for r in manifest.records])
         if self.task != "vqa":
             return
         from velvet.data.vqa import read_vqa
@@ -167,6 +178,9 @@ class VLMDataModule(ManifestDataModule):
             rng = random.Random(f"{self.seed}-{split}")
             keep = sorted(rng.sample(range(len(entries)), self.max_eval_items))
             entries = [entries[i] for i in keep]
+        if self.expert is not None:
+            for e in entries:
+                e["expert"] = self.expert_lines[e["record"].id]
         return VLMDataset(entries, self.cache)
 
     def set_collator(self, collator: VLMCollator) -> None:
@@ -177,7 +191,7 @@ class VLMDataModule(ManifestDataModule):
         """The texts of the training split (a config-built LM's vocabulary is trained on them)."""
         texts = []
         for e in self.datasets["train"].entries:
-            prompt, target = sample_texts(e)
+            prompt, target = sample_texts(e, expert=self.expert is not None)
             texts += [prompt, target]
         return texts
 

@@ -7,6 +7,8 @@ was trained to write)::
     open:    "Question: <q>\nAnswer:"                              ->  " <answer>"
     report:  "<instruction>\nReport:"                              ->  " <report>"
 
+With expert knowledge (:mod:`velvet.vlm.expert`) its line comes first: ``"Segmentation: ...\n"``.
+
 The closed target is ``"<letter>. <option>"`` as M3D-VQA's, so both a letter and the option text
 can be read from a generation (:func:`parse_choice`).
 """
@@ -30,7 +32,13 @@ LETTERS = "ABCDEFGH"
 REPORT_INSTRUCTION = "Write the radiology report of this CT scan."
 
 
-def prompt_text(question: str | None, choices: Sequence[str] = (), *, with_question: bool = True) -> str:
+def prompt_text(
+    question: str | None,
+    choices: Sequence[str] = (),
+    *,
+    with_question: bool = True,
+    context: str | None = None,
+) -> str:
     """The LM prompt of a question (``None``: report generation).
 
     Args:
@@ -38,12 +46,14 @@ def prompt_text(question: str | None, choices: Sequence[str] = (), *, with_quest
         choices: the options of a closed question, in letter order.
         with_question: write the question (and options) into the prompt; without, the LM sees
             only the soft prompt and the answer cue (the method's bridge carries the question).
+        context: a line put first (the expert-knowledge line), or None.
     """
+    head = [] if context is None else [" ".join(context.split())]
     if question is None:
-        return f"{REPORT_INSTRUCTION}\nReport:"
+        return "\n".join([*head, REPORT_INSTRUCTION, "Report:"])
     if not with_question:
-        return "Answer:"
-    lines = [f"Question: {question.strip()}"]
+        return "\n".join([*head, "Answer:"])
+    lines = [*head, f"Question: {question.strip()}"]
     if choices:
         lines.append("Options: " + " ".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices)))
     lines.append("Answer:")

@@ -2,7 +2,9 @@
 
 With ``--question`` the volume-language model answers it (``--choices`` makes it a closed question:
 the answer names an option, and the option log-likelihoods are printed too); without, it writes the
-scan's report. Generation settings: ``--beams``, ``--max-new-tokens``, ``--no-repeat-ngram``.
+scan's report. Generation settings: ``--beams``, ``--max-new-tokens``, ``--no-repeat-ngram``. A
+model trained with expert lines in its prompt needs ``--seg-model`` (a velvet segmentation model
+is run on the scan first and its findings become the line) or ``--expert "Segmentation: ..."``.
 """
 
 from __future__ import annotations
@@ -33,15 +35,32 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--no-repeat-ngram", type=int, default=0, help="no_repeat_ngram_size (default 0: off)"
     )
+    parser.add_argument(
+        "--seg-model", default=None, help="segmentation model whose findings go into the prompt (expert models)"
+    )
+    parser.add_argument("--expert", default=None, help="the expert line itself (instead of --seg-model)")
+    parser.add_argument(
+        "--organs", default=None,
+        help="comma-separated organs of the expert line, as `velvet expert --organs` wrote them for training",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.set_defaults(func=run)
 
 
 def generate(
-    model: Any, scan: Any, question: str | None = None, choices: list[str] | None = None, **generation: Any
+    model: Any,
+    scan: Any,
+    question: str | None = None,
+    choices: list[str] | None = None,
+    *,
+    expert: str | None = None,
+    **generation: Any,
 ) -> dict[str, Any]:
     """Answer ``question`` about ``scan`` (or write its report) with a volume-language model.
+
+    Args:
+        expert: the scan's expert line (:mod:`velvet.vlm.expert`), for a model trained with one.
 
     Returns:
         ``{"text": ...}`` plus, for a closed question, ``choice`` (the parsed option or None) and
@@ -61,7 +80,8 @@ def generate(
     collate = VLMCollator.for_model(model)
     sample = {"image": image[0].cpu(), "id": "scan", "case_id": "scan", "question": question,
               "choices": list(choices or []), "answer_index": 0 if choices else None, "target": "",
-              "kind": "closed" if choices else "open", "question_type": "user"}  # fmt: skip
+              "kind": "closed" if choices else "open", "question_type": "user",
+              **({"expert": expert} if expert else {})}  # fmt: skip
     batch = collate([sample])
     batch["image"] = image
     if "question" in batch:
@@ -91,15 +111,35 @@ def run(args: argparse.Namespace) -> int:
     generation = {"num_beams": args.beams, "do_sample": False, "no_repeat_ngram_size": args.no_repeat_ngram}
     if args.max_new_tokens is not None:
         generation["max_new_tokens"] = args.max_new_tokens
+    if args.seg_model and args.expert:
+        print("error: give --seg-model or --expert, not both", file=sys.stderr)
+        return 2
     try:
         model = load_vlm(args.model, device=args.device)
-        result = generate(model, args.scan, args.question, choices, **generation)
+        expert = args.expert
+        if not model.config.expert_prompt and (args.seg_model or expert):
+            raise ValueError("this model was trained without expert lines: leave out --seg-model / --expert")
+        if model.config.expert_prompt and not (args.seg_model or expert):
+            raise ValueError("this model was trained with expert lines in its prompt: give --seg-model or --expert")
+        if args.seg_model:
+            from velvet.segmentation.inference import load_segmentation_model
+            from velvet.vlm.expert import expert_text
+            from velvet.vlm.expert_file import DEFAULT_ORGANS, expert_for_scan
+
+            seg = load_segmentation_model(args.seg_model, map_location=args.device)
+            organs = [o.strip() for o in args.organs.split(",")] if args.organs else list(DEFAULT_ORGANS)
+            expert = expert_text(expert_for_scan(seg, args.scan, device=args.device), organs)
+        result = generate(model, args.scan, args.question, choices, expert=expert, **generation)
+        if expert:
+            result["expert"] = expert
     except (DataError, OSError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(result, indent=1))
     else:
+        if expert:
+            print(expert)
         print(result["text"])
         if choices:
             picked = "none" if result["choice"] is None else choices[result["choice"]]
