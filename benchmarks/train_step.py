@@ -130,7 +130,7 @@ def _run_one(preset: str, objectives: str, args: argparse.Namespace) -> dict:
         if step >= args.warmup:
             times.append(time.perf_counter() - start)
     times.sort()
-    median = times[len(times) // 2]
+    median = times[len(times) // 2] if len(times) % 2 else (times[len(times) // 2 - 1] + times[len(times) // 2]) / 2
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _peak_rss_mb()
     return {
         "preset": preset,
@@ -141,6 +141,9 @@ def _run_one(preset: str, objectives: str, args: argparse.Namespace) -> dict:
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "grad_ckpt": grad_ckpt,
         "median_s": median,
+        "min_s": times[0],
+        "max_s": times[-1],
+        "steps": len(times),
         "samples_per_s": batch_size / median,
         "peak_mb": peak,
     }
@@ -160,6 +163,8 @@ def main() -> None:
                         help="auto: on for the paper-size presets (small, base), as in their recipes")
     parser.add_argument("--one", nargs=2, metavar=("PRESET", "OBJECTIVES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.steps < 3:
+        parser.error("--steps must be at least 3: a median and a spread need them")
 
     import torch
 
@@ -175,10 +180,10 @@ def main() -> None:
     device = torch.cuda.get_device_name() if args.device == "cuda" else (platform.processor() or platform.machine())
     print(f"velvet train-step benchmark | {args.device}: {device} | {args.dtype} | {args.threads} CPU threads")
     print(f"torch {torch.__version__}, monai {monai.__version__}, transformers {transformers.__version__}")
-    print(f"median of {args.steps} steps after {args.warmup} warm-up; peak = "
+    print(f"median (and min-max spread) of {args.steps} steps after {args.warmup} warm-up; peak = "
           + ("max GPU memory allocated" if args.device == "cuda" else "peak RSS of the process"))
     print(f"\n{'preset':10s} {'objectives':11s} {'batch':>5s} {'input':>6s} {'tokens':>6s} {'params M':>9s} "
-          f"{'ckpt':>4s} {'s/step':>8s} {'samples/s':>10s} {'peak MB':>8s}")
+          f"{'ckpt':>4s} {'s/step':>8s} {'min-max':>13s} {'samples/s':>10s} {'peak MB':>8s}")
     for preset in args.presets:
         for objectives in args.objectives:
             cmd = [sys.executable, __file__, "--one", preset, objectives, "--steps", str(args.steps),
@@ -194,7 +199,7 @@ def main() -> None:
                 continue
             r = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"{r['preset']:10s} {r['objectives']:11s} {r['batch']:5d} {r['input']:>6s} {r['tokens']:6d} "
-                  f"{r['params_m']:9.2f} {'on' if r['grad_ckpt'] else 'off':>4s} {r['median_s']:8.2f} {r['samples_per_s']:10.3f} {r['peak_mb']:8.0f}", flush=True)
+                  f"{r['params_m']:9.2f} {'on' if r['grad_ckpt'] else 'off':>4s} {r['median_s']:8.2f} {r['min_s']:6.2f}-{r['max_s']:<6.2f} {r['samples_per_s']:10.3f} {r['peak_mb']:8.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -128,6 +128,14 @@ def test_last_checkpoint_every_n_steps_and_at_epoch_ends(tmp_path):
         LastCheckpoint(every_n_train_steps=-1)
 
 
+def test_a_new_run_into_the_same_folder_replaces_last_ckpt(tmp_path):
+    """Recipes and README point at last.ckpt: a second run must not leave it holding the first run."""
+    _trainer(tmp_path, max_epochs=1).fit(_Linear())
+    _trainer(tmp_path, max_epochs=2).fit(_Linear())
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["last.ckpt"]
+    assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["global_step"] == 8
+
+
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
 def test_every_recipe_writes_last_ckpt_periodically(recipe):
     callbacks = read_recipe(recipe).trainer.callbacks or []

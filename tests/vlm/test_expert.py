@@ -198,3 +198,78 @@ def test_prompt_puts_the_expert_line_first_and_requires_it():
         prompt_text("Is there ascites?", ["Yes", "No"], context=line),
         "B. No",
     )
+
+
+class _BodyAndLesion:
+    """A stand-in segmentation model with a known answer: body where the windowed scan is above 0.3,
+    lesion where it is above 0.7."""
+
+    class_names = ("background", "body", "lesion")
+
+    def __init__(self, contract):
+        self.preprocess = contract
+
+    def predict_labels(self, x, **_):
+        import torch
+
+        return (x[:, 0] > 0.3).to(torch.uint8) + (x[:, 0] > 0.7).to(torch.uint8)
+
+
+def test_expert_for_scan_reads_a_las_file_in_world_coordinates(tmp_path):
+    """A LAS, anisotropic scan: the lesion at low voxel x is at high RAS x, the patient's left; its
+    size, HU and the body volume are in the file's own millimetres."""
+    import nibabel as nib
+
+    from velvet.data.contract import PreprocessContract
+    from velvet.vlm.expert_file import expert_for_scan
+
+    hu = np.full((60, 50, 24), -1000, np.int16)
+    hu[5:55, 5:45, 2:22] = 0
+    hu[8:20, 30:42, 4:12] = 250  # 12 x 12 x 8 voxels = 18 x 24 x 24 mm
+    affine = np.array([[-1.5, 0, 0, 40.0], [0, 2.0, 0, -30.0], [0, 0, 3.0, 15.0], [0, 0, 0, 1]])
+    image = nib.Nifti1Image(hu, affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=2)
+    nib.save(image, tmp_path / "scan.nii.gz")
+    contract = PreprocessContract(
+        name="t", hu_window=(-200.0, 300.0), crop_foreground=True, spacing=(1.5, 2.0, 3.0), spatial_size=None
+    )
+    f = expert_for_scan(_BodyAndLesion(contract), tmp_path / "scan.nii.gz", min_lesion_voxels=1)
+    assert f["lesions"] == [
+        {"size_mm": 24, "organ": "body", "side": "left", "voxels": 12 * 12 * 8, "hu": 250}
+    ]
+    assert f["volumes_ml"] == {"body": round((50 * 40 * 20 - 12 * 12 * 8) * 9.0 / 1000, 1)}
+    assert f["mean_hu"] == {"body": 0}
+
+
+def test_expert_cli_with_a_segmentation_model(phantom_data, tmp_path):
+    """`velvet expert --seg-model DIR`: one line per case, the source recorded, errors as exit 1."""
+    import json
+
+    import torch
+
+    from velvet.cli.main import main
+    from velvet.data.contract import PreprocessContract
+    from velvet.models.segmentation import SegmentationConfig, SegmentationModel
+
+    torch.manual_seed(0)
+    names = ("background", "liver", "lesion")
+    model = SegmentationModel(
+        SegmentationConfig(
+            names,
+            vision={"preset": "swin-tiny", "window_size": 4, "depths": [1, 1, 1, 1]},
+            roi_size=(32, 32, 32),
+            norm_name="batch",
+        )
+    )
+    contract = PreprocessContract(
+        name="t", hu_window=(-200.0, 300.0), spacing=None, spatial_size=(32, 32, 32)
+    )
+    model.save_pretrained(tmp_path / "seg", preprocess=contract)
+    out = tmp_path / "expert.jsonl"
+    args = ["expert", "--manifest", str(phantom_data), "--out", str(out), "--split", "train"]
+    assert main([*args, "--seg-model", str(tmp_path / "seg"), "--overlap", "0", "--organs", "liver"]) == 0
+    rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 10 and {r["source"] for r in rows} == {f"segmentation model {tmp_path / 'seg'}"}
+    assert all(r["text"].startswith("Segmentation: liver ") for r in rows)
+    assert main([*args, "--seg-model", str(tmp_path / "nowhere")]) == 1

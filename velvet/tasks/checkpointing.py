@@ -117,8 +117,10 @@ class LastCheckpoint(ModelCheckpoint):
 
     A save that would fall on an epoch's last batch waits for the end of that epoch (after its
     validation), so the checkpoint holds the validated state and a resumed run starts the next
-    epoch. The file is replaced each time; use a second ``ModelCheckpoint`` (without
-    ``save_last``) for best-k copies.
+    epoch. The file is replaced each time, also by a new run into the same folder (Lightning's
+    version counter would write ``last-v1.ckpt`` beside the old file, and the documented
+    ``last.ckpt`` would silently keep the previous run's model); use a second
+    ``ModelCheckpoint`` (without ``save_last``) for best-k copies.
 
     Args:
         dirpath: the checkpoint folder (default: Lightning's, under the logger's folder).
@@ -143,6 +145,7 @@ class LastCheckpoint(ModelCheckpoint):
             every_n_train_steps=every_n_train_steps or None,
             save_weights_only=save_weights_only,
             verbose=verbose,
+            enable_version_counter=False,
         )
 
     def on_train_batch_end(

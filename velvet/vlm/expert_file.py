@@ -38,7 +38,12 @@ def _findings(
 
 
 def expert_for_scan(
-    seg_model: Any, scan: str | os.PathLike[str], *, device: str = "cpu", min_lesion_voxels: int = 2
+    seg_model: Any,
+    scan: str | os.PathLike[str],
+    *,
+    device: str = "cpu",
+    overlap: float | None = None,
+    min_lesion_voxels: int = 2,
 ) -> dict[str, Any]:
     """The findings of one scan by a segmentation model (label map on the scan's own grid).
 
@@ -46,11 +51,12 @@ def expert_for_scan(
         seg_model: a :class:`~velvet.models.segmentation.SegmentationModel` (``load_segmentation_model``).
         scan: a volume file or DICOM folder.
         device: where the model runs.
+        overlap: sliding-window overlap (None: the model's own).
         min_lesion_voxels: smaller predicted lesion components are noise and left out.
     """
     from velvet.segmentation.inference import segment_file
 
-    res = segment_file(seg_model, scan, device=device)
+    res = segment_file(seg_model, scan, device=device, overlap=overlap)
     return _findings(res.labels, res.affine, res.image, res.class_names, min_lesion_voxels=min_lesion_voxels)
 
 
@@ -75,6 +81,7 @@ def write_expert(
     organs: Sequence[str] | None = DEFAULT_ORGANS,
     splits: Iterable[str] | None = None,
     device: str = "cpu",
+    overlap: float | None = None,
     progress: bool | None = None,
 ) -> int:
     """Write ``expert.jsonl`` for the cases of a manifest.
@@ -88,6 +95,7 @@ def write_expert(
         organs: organs listed in the text (:func:`~velvet.vlm.expert.expert_text`); None: all.
         splits: only these splits (None: every case).
         device: where the segmentation model runs.
+        overlap: its sliding-window overlap (None: the model's own).
         progress: a progress bar (None: when stderr is a terminal).
 
     Returns:
@@ -130,7 +138,7 @@ def write_expert(
             if seg_model is None:
                 findings = _findings_from_labels(r, names)
             else:
-                findings = expert_for_scan(seg_model, r.volume, device=device)
+                findings = expert_for_scan(seg_model, r.volume, device=device, overlap=overlap)
         except DataError:
             raise
         except (OSError, ValueError, RuntimeError) as exc:

@@ -42,6 +42,12 @@ def add_parser(subparsers: Any) -> None:
         "--organs", default=None, help="comma-separated organs listed in the text (default: the phantom set)"
     )
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument(
+        "--overlap",
+        type=float,
+        default=None,
+        help="sliding-window overlap (default: the model's; 0 is fastest)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -63,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         n = write_expert(
             args.manifest, args.out, seg_model=seg_model, seg_model_name=args.seg_model, organs=organs,
-            splits=args.split, device=args.device,
+            splits=args.split, device=args.device, overlap=args.overlap,
         )  # fmt: skip
     except (DataError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
