@@ -77,7 +77,7 @@ def test_evaluate_report_prompts_each_case_with_its_own_line(trained, monkeypatc
         evaluate("report", root / "ckpt" / "last.ckpt", manifest)
 
 
-def test_generate_needs_and_uses_the_expert_line(trained, capsys):
+def test_generate_needs_and_uses_the_expert_line(trained, capsys, monkeypatch):
     from velvet.cli.main import main
     from velvet.data.manifest import read_manifest
 
@@ -96,6 +96,38 @@ def test_generate_needs_and_uses_the_expert_line(trained, capsys):
     line = _lines(root)[record.id]
     assert main([*args, "--expert", line, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["expert"] == line
+    # --seg-model: the line the segmentation model gives this scan, as `velvet expert` writes it
+    import torch
+
+    from velvet.data.contract import PreprocessContract
+    from velvet.models.segmentation import SegmentationConfig, SegmentationModel
+    from velvet.vlm.expert import expert_text
+    from velvet.vlm.expert_file import DEFAULT_ORGANS, expert_for_scan
+
+    torch.manual_seed(0)
+    vision = {"preset": "swin-tiny", "window_size": 4, "depths": [1, 1, 1, 1]}
+    names = ("background", "liver", "kidney_left", "lesion")
+    seg = SegmentationModel(
+        SegmentationConfig(names, vision=vision, roi_size=(32, 32, 32), norm_name="batch")
+    )
+    contract = PreprocessContract(
+        name="t", hu_window=(-200.0, 300.0), spacing=None, spatial_size=(32, 32, 32)
+    )
+    seg.save_pretrained(root / "seg", preprocess=contract)
+    import velvet.segmentation.inference as inference
+
+    real, overlaps = inference.segment_file, []
+    monkeypatch.setattr(
+        inference, "segment_file", lambda *a, **kw: overlaps.append(kw.get("overlap")) or real(*a, **kw)
+    )
+    assert main([*args, "--seg-model", str(root / "seg"), "--seg-overlap", "0", "--json"]) == 0
+    assert overlaps == [0.0]  # the segmentation ran once, with the overlap asked for
+    seg.preprocess = contract
+    want = expert_text(
+        expert_for_scan(seg.eval(), record.volume, overlap=0.0), DEFAULT_ORGANS
+    )  # not patched: same
+    assert json.loads(capsys.readouterr().out)["expert"] == want
+    assert main([*args, "--seg-model", str(root / "seg"), "--expert", line]) == 2
 
 
 def test_data_and_model_must_agree_on_the_expert_line(tmp_path):

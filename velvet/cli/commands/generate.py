@@ -36,11 +36,20 @@ def add_parser(subparsers: Any) -> None:
         "--no-repeat-ngram", type=int, default=0, help="no_repeat_ngram_size (default 0: off)"
     )
     parser.add_argument(
-        "--seg-model", default=None, help="segmentation model whose findings go into the prompt (expert models)"
+        "--seg-model",
+        default=None,
+        help="segmentation model whose findings go into the prompt (expert models)",
+    )
+    parser.add_argument(
+        "--seg-overlap",
+        type=float,
+        default=None,
+        help="the segmentation's sliding-window overlap (default: the model's); use what `velvet expert --overlap` used",
     )
     parser.add_argument("--expert", default=None, help="the expert line itself (instead of --seg-model)")
     parser.add_argument(
-        "--organs", default=None,
+        "--organs",
+        default=None,
         help="comma-separated organs of the expert line, as `velvet expert --organs` wrote them for training",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -120,7 +129,9 @@ def run(args: argparse.Namespace) -> int:
         if not model.config.expert_prompt and (args.seg_model or expert):
             raise ValueError("this model was trained without expert lines: leave out --seg-model / --expert")
         if model.config.expert_prompt and not (args.seg_model or expert):
-            raise ValueError("this model was trained with expert lines in its prompt: give --seg-model or --expert")
+            raise ValueError(
+                "this model was trained with expert lines in its prompt: give --seg-model or --expert"
+            )
         if args.seg_model:
             from velvet.segmentation.inference import load_segmentation_model
             from velvet.vlm.expert import expert_text
@@ -128,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
 
             seg = load_segmentation_model(args.seg_model, map_location=args.device)
             organs = [o.strip() for o in args.organs.split(",")] if args.organs else list(DEFAULT_ORGANS)
-            expert = expert_text(expert_for_scan(seg, args.scan, device=args.device), organs)
+            found = expert_for_scan(seg, args.scan, device=args.device, overlap=args.seg_overlap)
+            expert = expert_text(found, organs)
         result = generate(model, args.scan, args.question, choices, expert=expert, **generation)
         if expert:
             result["expert"] = expert
