@@ -71,7 +71,10 @@ def test_evaluate_report_prompts_each_case_with_its_own_line(trained, monkeypatc
     for case, prompt in seen.items():
         assert prompt == f"{lines[case]}\n{REPORT_INSTRUCTION}\nReport:"
     assert len(set(seen.values())) == 2  # two cases, two different lines
-    assert result["expert"] == {"file": "expert.jsonl", "source": "labels"}
+    from velvet.utils.hashing import sha256_file
+
+    want = {"file": "expert.jsonl", "source": "labels", "sha256": sha256_file(root / "expert.jsonl")}
+    assert result["expert"] == want
     # the default is expert.jsonl beside the manifest: absent here, so a clear error
     with pytest.raises(Exception, match="expert file not found"):
         evaluate("report", root / "ckpt" / "last.ckpt", manifest)

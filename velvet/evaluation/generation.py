@@ -7,7 +7,7 @@ several is wrong, and counted), and the option with the highest log-likelihood (
 :mod:`velvet.vlm.scoring`). Yes/no questions also get an AUROC of ``P(yes)`` from the two options'
 likelihoods. Everything is given per question type beside the majority-answer baseline of the
 training split. A model trained with expert lines in its prompt reads them from the ``expert``
-setting's file (default: ``expert.jsonl`` beside the manifest); which file and its source are
+setting's file (default: ``expert.jsonl`` beside the manifest); its name, source and sha256 are
 recorded. Open answers and reports are scored by :mod:`velvet.metrics.nlg`; phantom reports
 also by the finding F1 of :mod:`velvet.data.phantoms.parse`, against the "most common report"
 baseline (the training report whose finding set is the most common one, first in manifest order).
@@ -41,11 +41,12 @@ def _expert(model: Any, path: Any, s: dict[str, Any], case_ids: Sequence[str]) -
                 f"expert={s['expert']!r} was given, but the model was trained without expert lines in its prompt"
             )
         return {}, None
+    from velvet.utils.hashing import sha256_file
     from velvet.vlm.expert_file import expert_source, read_expert
 
     file = Path(s["expert"]) if s.get("expert") else Path(path).parent / "expert.jsonl"
     lines = read_expert(file, case_ids)
-    return lines, {"file": file.name, "source": expert_source(file)}
+    return lines, {"file": file.name, "source": expert_source(file), "sha256": sha256_file(file)}
 
 
 def _batches(
