@@ -18,6 +18,11 @@ Usage::
 
     python benchmarks/train_step.py                         # all presets, CPU (or the GPU if present)
     python benchmarks/train_step.py --presets tiny reference --steps 5
+    # side by side with another commit (a git worktree of it), runs interleaved, with the ratio:
+    python benchmarks/train_step.py --presets reference --steps 5 --warmup 2 --grad-checkpointing on --against 8e76e96
+
+Steps on a shared 2-core machine vary by 10-20 % from one minute to the next, and by more between
+sessions: only figures of one run (``--against``) compare.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,23 +40,61 @@ from pathlib import Path
 
 ALL = ("itc_report", "itc_sentence", "itc_word", "vis_ssl", "txt_mlm", "itm", "mm_mlm")
 PRESETS: dict[str, dict] = {
-    "tiny": {"model": "velvet-tiny", "batch": 4, "size": 32, "max_length": 256, "vocab": 4000, "ssl_embed_dim": 32},
+    "tiny": {
+        "model": "velvet-tiny",
+        "batch": 4,
+        "size": 32,
+        "max_length": 256,
+        "vocab": 4000,
+        "ssl_embed_dim": 32,
+    },
     "reference": {
         "model": {
             "preset": "velvet-tiny",
             "embed_dim": 256,
-            "vision": {"preset": "swin-tiny", "img_size": [64, 64, 64], "embed_dim": 24, "window_size": 7,
-                       "depths": [2, 2, 2, 2], "num_heads": [3, 6, 12, 24]},
-            "text": {"preset": "text-tiny", "hidden_size": 256, "num_text_layers": 4, "num_fusion_layers": 2,
-                     "num_attention_heads": 4, "intermediate_size": 1024, "vision_width": 256,
-                     "max_position_embeddings": 512},
+            "vision": {
+                "preset": "swin-tiny",
+                "img_size": [64, 64, 64],
+                "embed_dim": 24,
+                "window_size": 7,
+                "depths": [2, 2, 2, 2],
+                "num_heads": [3, 6, 12, 24],
+            },
+            "text": {
+                "preset": "text-tiny",
+                "hidden_size": 256,
+                "num_text_layers": 4,
+                "num_fusion_layers": 2,
+                "num_attention_heads": 4,
+                "intermediate_size": 1024,
+                "vision_width": 256,
+                "max_position_embeddings": 512,
+            },
         },
-        "batch": 4, "size": 64, "max_length": 256, "vocab": 4300, "ssl_embed_dim": 256,
+        "batch": 4,
+        "size": 64,
+        "max_length": 256,
+        "vocab": 4300,
+        "ssl_embed_dim": 256,
     },
     # the paper-size presets run with gradient checkpointing, as their recipes do (without it the
     # full objective at 96^3 outgrows a 24 GB machine)
-    "small": {"model": "velvet-btsv", "batch": 2, "size": 96, "max_length": 512, "vocab": 30000, "grad_ckpt": True},
-    "base": {"model": "velvet-btbv", "batch": 2, "size": 96, "max_length": 512, "vocab": 30000, "grad_ckpt": True},
+    "small": {
+        "model": "velvet-btsv",
+        "batch": 2,
+        "size": 96,
+        "max_length": 512,
+        "vocab": 30000,
+        "grad_ckpt": True,
+    },
+    "base": {
+        "model": "velvet-btbv",
+        "batch": 2,
+        "size": 96,
+        "max_length": 512,
+        "vocab": 30000,
+        "grad_ckpt": True,
+    },
 }
 
 
@@ -93,7 +137,9 @@ def _run_one(preset: str, objectives: str, args: argparse.Namespace) -> dict:
     tok_dir = train_wordpiece(reports, Path(tempfile.mkdtemp()) / "tok", vocab_size=spec["vocab"])
     tokenizer = TriBertTokenizer.from_pretrained(tok_dir, max_length=spec["max_length"])
     model_spec = spec["model"]
-    config = get_model_config(model_spec) if isinstance(model_spec, str) else VelvetConfig.from_dict(model_spec)
+    config = (
+        get_model_config(model_spec) if isinstance(model_spec, str) else VelvetConfig.from_dict(model_spec)
+    )
     chosen = ("itc_report",) if objectives == "report_itc" else ALL
     config = config.replace(levels=levels_for(chosen)).for_data(tokenizer=tokenizer)
     torch.manual_seed(0)
@@ -130,7 +176,11 @@ def _run_one(preset: str, objectives: str, args: argparse.Namespace) -> dict:
         if step >= args.warmup:
             times.append(time.perf_counter() - start)
     times.sort()
-    median = times[len(times) // 2] if len(times) % 2 else (times[len(times) // 2 - 1] + times[len(times) // 2]) / 2
+    median = (
+        times[len(times) // 2]
+        if len(times) % 2
+        else (times[len(times) // 2 - 1] + times[len(times) // 2]) / 2
+    )
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _peak_rss_mb()
     return {
         "preset": preset,
@@ -150,17 +200,40 @@ def _run_one(preset: str, objectives: str, args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
-    parser.add_argument("--objectives", nargs="+", default=["full", "report_itc"], choices=["full", "report_itc"])
+    parser.add_argument(
+        "--objectives", nargs="+", default=["full", "report_itc"], choices=["full", "report_itc"]
+    )
     parser.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=None, help="override every preset's batch size")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--dtype", default=None, choices=["fp32", "bf16"], help="default: bf16 on GPU, fp32 on CPU")
+    parser.add_argument(
+        "--dtype", default=None, choices=["fp32", "bf16"], help="default: bf16 on GPU, fp32 on CPU"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (CPU)")
-    parser.add_argument("--grad-checkpointing", default="auto", choices=["auto", "on", "off"],
-                        help="auto: on for the paper-size presets (small, base), as in their recipes")
+    parser.add_argument(
+        "--grad-checkpointing",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="auto: on for the paper-size presets (small, base), as in their recipes",
+    )
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        default=None,
+        help="also run this git revision's velvet (a temporary worktree), interleaved, and print the ratio",
+    )
+    parser.add_argument(
+        "--glibc-tunables",
+        default=None,
+        metavar="TUNABLES",
+        help="GLIBC_TUNABLES for the measured processes, e.g. "
+        "'glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=8388608' (less peak RSS, see README)",
+    )
     parser.add_argument("--one", nargs=2, metavar=("PRESET", "OBJECTIVES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.steps < 3:
@@ -177,29 +250,94 @@ def main() -> None:
     import monai
     import transformers
 
-    device = torch.cuda.get_device_name() if args.device == "cuda" else (platform.processor() or platform.machine())
-    print(f"velvet train-step benchmark | {args.device}: {device} | {args.dtype} | {args.threads} CPU threads")
+    device = (
+        torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else (platform.processor() or platform.machine())
+    )
+    print(
+        f"velvet train-step benchmark | {args.device}: {device} | {args.dtype} | {args.threads} CPU threads"
+    )
     print(f"torch {torch.__version__}, monai {monai.__version__}, transformers {transformers.__version__}")
-    print(f"median (and min-max spread) of {args.steps} steps after {args.warmup} warm-up; peak = "
-          + ("max GPU memory allocated" if args.device == "cuda" else "peak RSS of the process"))
-    print(f"\n{'preset':10s} {'objectives':11s} {'batch':>5s} {'input':>6s} {'tokens':>6s} {'params M':>9s} "
-          f"{'ckpt':>4s} {'s/step':>8s} {'min-max':>13s} {'samples/s':>10s} {'peak MB':>8s}")
-    for preset in args.presets:
-        for objectives in args.objectives:
-            cmd = [sys.executable, __file__, "--one", preset, objectives, "--steps", str(args.steps),
-                   "--warmup", str(args.warmup), "--device", args.device, "--dtype", args.dtype,
-                   "--threads", str(args.threads), "--grad-checkpointing", args.grad_checkpointing]
-            if args.batch_size:
-                cmd += ["--batch-size", str(args.batch_size)]
-            out = subprocess.run(cmd, capture_output=True, text=True)
-            if out.returncode != 0:
-                lines = out.stderr.strip().splitlines()
-                why = lines[-1] if lines else f"exit status {out.returncode} (killed: out of memory?)"
-                print(f"{preset:10s} {objectives:11s} failed: {why}", flush=True)
-                continue
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"{r['preset']:10s} {r['objectives']:11s} {r['batch']:5d} {r['input']:>6s} {r['tokens']:6d} "
-                  f"{r['params_m']:9.2f} {'on' if r['grad_ckpt'] else 'off':>4s} {r['median_s']:8.2f} {r['min_s']:6.2f}-{r['max_s']:<6.2f} {r['samples_per_s']:10.3f} {r['peak_mb']:8.0f}", flush=True)
+    print(
+        f"median (and min-max spread) of {args.steps} steps after {args.warmup} warm-up; peak = "
+        + ("max GPU memory allocated" if args.device == "cuda" else "peak RSS of the process")
+    )
+    if args.glibc_tunables:
+        print(f"GLIBC_TUNABLES={args.glibc_tunables}")
+    env = dict(os.environ, **({"GLIBC_TUNABLES": args.glibc_tunables} if args.glibc_tunables else {}))
+    # every tree reads the same reports: resolved here, not beside a temporary worktree
+    env.setdefault("VELVET_TEST_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    trees = {"this": Path(__file__).resolve().parents[1]}
+    tmp = None
+    if args.against:
+        tmp = Path(tempfile.mkdtemp(prefix="velvet-against-"))
+        subprocess.run(
+            ["git", "-C", str(trees["this"]), "worktree", "add", "--detach", "-q", str(tmp), args.against],
+            check=True,
+        )
+        trees[args.against] = tmp
+        print(f"side by side: this tree and {args.against} (worktree {tmp}), runs interleaved")
+    label = "tree" if args.against else ""
+    print(
+        f"\n{label:10s} {'preset':10s} {'objectives':11s} {'batch':>5s} {'input':>6s} {'tokens':>6s} {'params M':>9s} "
+        f"{'ckpt':>4s} {'s/step':>8s} {'min-max':>13s} {'samples/s':>10s} {'peak MB':>8s}"
+    )
+    try:
+        for preset in args.presets:
+            for objectives in args.objectives:
+                rows = {}
+                for name, root in trees.items():
+                    cmd = [
+                        sys.executable,
+                        str(root / "benchmarks" / "train_step.py"),
+                        "--one",
+                        preset,
+                        objectives,
+                        "--steps",
+                        str(args.steps),
+                        "--warmup",
+                        str(args.warmup),
+                        "--device",
+                        args.device,
+                        "--dtype",
+                        args.dtype,
+                        "--threads",
+                        str(args.threads),
+                        "--grad-checkpointing",
+                        args.grad_checkpointing,
+                    ]
+                    if args.batch_size:
+                        cmd += ["--batch-size", str(args.batch_size)]
+                    # the child imports the velvet of its own tree, not the installed one
+                    child_env = dict(env, PYTHONPATH=os.pathsep.join([str(root), env.get("PYTHONPATH", "")]))
+                    out = subprocess.run(cmd, capture_output=True, text=True, env=child_env, cwd=root)
+                    if out.returncode != 0:
+                        lines = out.stderr.strip().splitlines()
+                        why = lines[-1] if lines else f"exit status {out.returncode} (killed: out of memory?)"
+                        print(f"{name[:10]:10s} {preset:10s} {objectives:11s} failed: {why}", flush=True)
+                        continue
+                    r = rows[name] = json.loads(out.stdout.strip().splitlines()[-1])
+                    print(
+                        f"{name[:10] if args.against else '':10s} {r['preset']:10s} {r['objectives']:11s} {r['batch']:5d} "
+                        f"{r['input']:>6s} {r['tokens']:6d} {r['params_m']:9.2f} {'on' if r['grad_ckpt'] else 'off':>4s} "
+                        f"{r['median_s']:8.2f} {r['min_s']:6.2f}-{r['max_s']:<6.2f} {r['samples_per_s']:10.3f} "
+                        f"{r['peak_mb']:8.0f}",
+                        flush=True,
+                    )
+                if len(rows) == 2:
+                    new, old = rows["this"], rows[args.against]
+                    print(
+                        f"{'ratio':10s} {preset:10s} {objectives:11s} this tree: {old['median_s'] / new['median_s']:.2f}x "
+                        f"the speed, {new['peak_mb'] / old['peak_mb']:.2f}x the peak memory of {args.against}",
+                        flush=True,
+                    )
+    finally:
+        if tmp is not None:
+            subprocess.run(
+                ["git", "-C", str(trees["this"]), "worktree", "remove", "--force", str(tmp)], check=False
+            )
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
