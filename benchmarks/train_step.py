@@ -28,6 +28,7 @@ sessions: only figures of one run (``--against``) compare.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -36,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ALL = ("itc_report", "itc_sentence", "itc_word", "vis_ssl", "txt_mlm", "itm", "mm_mlm")
@@ -119,6 +121,35 @@ def _peak_rss_mb() -> float:
     return float("nan")
 
 
+# Dense bf16 peak (no sparsity) of the accelerators the product runs on, for model FLOP utilisation.
+PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "GH200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 70.0}
+
+
+def _peak_tflops(device_name: str) -> float | None:
+    for key, peak in PEAK_BF16_TFLOPS.items():
+        if key in device_name:
+            return peak
+    return None
+
+
+def _count_flops(step: Callable[[], None]) -> int:
+    """FLOPs of one real training step (forward, backward, checkpoint recompute) by torch's counter."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdpa_flop_count
+
+    cpu_flash = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if cpu_flash is not None:  # the fused CPU kernel has no formula in torch's registry
+
+        def _cpu_flash_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+            return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+        with contextlib.suppress(RuntimeError):  # registered already
+            register_flop_formula(cpu_flash)(_cpu_flash_flop)
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
 def _run_one(preset: str, objectives: str, args: argparse.Namespace) -> dict:
     import torch
 
@@ -160,10 +191,8 @@ def _run_one(preset: str, objectives: str, args: argparse.Namespace) -> dict:
     times = []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    for step in range(args.warmup + args.steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+
+    def train_step(step: int) -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             # the step's random draws are made on the device, as in training
             out = pre(batch, torch.Generator(device=device).manual_seed(step))
@@ -171,6 +200,12 @@ def _run_one(preset: str, objectives: str, args: argparse.Namespace) -> dict:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
+    for step in range(args.warmup + args.steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        train_step(step)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if step >= args.warmup:
@@ -182,6 +217,11 @@ def _run_one(preset: str, objectives: str, args: argparse.Namespace) -> dict:
         else (times[len(times) // 2 - 1] + times[len(times) // 2]) / 2
     )
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _peak_rss_mb()
+    # counted after the timed steps (the counter slows a step down), on one more real step
+    flops = _count_flops(lambda: train_step(args.warmup + args.steps)) if args.flops else None
+    peak_tflops = args.peak_tflops or (
+        _peak_tflops(torch.cuda.get_device_name()) if device.type == "cuda" else None
+    )
     return {
         "preset": preset,
         "objectives": objectives,
@@ -196,6 +236,10 @@ def _run_one(preset: str, objectives: str, args: argparse.Namespace) -> dict:
         "steps": len(times),
         "samples_per_s": batch_size / median,
         "peak_mb": peak,
+        "tflop_per_step": flops / 1e12 if flops is not None else None,
+        "tflops": flops / 1e12 / median if flops is not None else None,
+        # FLOP utilisation: counted FLOPs (checkpoint recompute included when on) per second over the peak
+        "mfu": flops / 1e12 / median / peak_tflops if flops is not None and peak_tflops else None,
     }
 
 
@@ -220,6 +264,17 @@ def main() -> None:
         default="auto",
         choices=["auto", "on", "off"],
         help="auto: on for the paper-size presets (small, base), as in their recipes",
+    )
+    parser.add_argument(
+        "--flops",
+        action="store_true",
+        help="count one step's FLOPs (torch.utils.flop_counter): TFLOP/s and MFU",
+    )
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="dense bf16 peak for MFU (default: from the GPU's name)",
     )
     parser.add_argument(
         "--against",
@@ -309,6 +364,10 @@ def main() -> None:
                     ]
                     if args.batch_size:
                         cmd += ["--batch-size", str(args.batch_size)]
+                    if args.flops and name == "this":  # an older tree may not know the flag
+                        cmd += ["--flops"] + (
+                            ["--peak-tflops", str(args.peak_tflops)] if args.peak_tflops else []
+                        )
                     # the child imports the velvet of its own tree, not the installed one
                     child_env = dict(env, PYTHONPATH=os.pathsep.join([str(root), env.get("PYTHONPATH", "")]))
                     out = subprocess.run(cmd, capture_output=True, text=True, env=child_env, cwd=root)
@@ -322,7 +381,9 @@ def main() -> None:
                         f"{name[:10] if args.against else '':10s} {r['preset']:10s} {r['objectives']:11s} {r['batch']:5d} "
                         f"{r['input']:>6s} {r['tokens']:6d} {r['params_m']:9.2f} {'on' if r['grad_ckpt'] else 'off':>4s} "
                         f"{r['median_s']:8.2f} {r['min_s']:6.2f}-{r['max_s']:<6.2f} {r['samples_per_s']:10.3f} "
-                        f"{r['peak_mb']:8.0f}",
+                        f"{r['peak_mb']:8.0f}"
+                        + (f" {r['tflops']:7.2f} TFLOP/s" if r.get("tflops") is not None else "")
+                        + (f" MFU {100 * r['mfu']:.1f} %" if r.get("mfu") is not None else ""),
                         flush=True,
                     )
                 if len(rows) == 2:
