@@ -124,3 +124,58 @@ def test_mask_window_count_mismatch_raises() -> None:
     q = torch.randn(5, 1, 343, 4)
     with pytest.raises(ValueError, match="windows per sample"):
         wa.window_attention(q, q, q, torch.zeros(1, 343, 343), mask, scale=0.5)
+
+
+def _checkpointed(layer: torch.nn.Module) -> torch.nn.Module:
+    for blk in layer.blocks:
+        blk.use_checkpoint = True
+    return layer
+
+
+def _kept_entries(layer: torch.nn.Module) -> int:
+    return sum(len(blk.__dict__.get("_kept_attention", {})) for blk in layer.blocks)
+
+
+def test_checkpointed_blocks_run_the_attention_kernel_once(monkeypatch) -> None:
+    """Under checkpointing the recompute replays the forward's attention: MONAI's values and gradients,
+    the fused kernel run as often as without checkpointing (MONAI's blocks run it twice), nothing kept after."""
+    ref, fused = _layers()
+    checkpointed = _checkpointed(copy.deepcopy(fused))
+    calls: list[int] = []
+    flash = wa._CPU_FLASH
+    monkeypatch.setattr(wa, "_CPU_FLASH", lambda *a, **kw: calls.append(1) or flash(*a, **kw))
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 12, 20, 20, 20, generator=gen)
+    grad_out = torch.randn(2, 12, 20, 20, 20, generator=gen)
+    plain = _run(fused, x, grad_out)
+    once = len(calls)  # 1 call for the unshifted block + 1 per shift-mask group of the shifted one
+    assert once == 1 + len(
+        shifted_window_mask((21, 21, 21), (7, 7, 7), (3, 3, 3), torch.device("cpu")).groups
+    )
+    calls.clear()
+    got = _run(checkpointed, x, grad_out)
+    assert len(calls) == once
+    _assert_equal(got, _run(_checkpointed(ref), x, grad_out))
+    _assert_equal(got, plain)
+    assert _kept_entries(checkpointed) == 0
+
+
+def test_kept_attention_is_freed_without_backward() -> None:
+    """A checkpointed forward whose graph is dropped (no backward) leaves nothing kept."""
+    _, fused = _layers()
+    checkpointed = _checkpointed(fused)
+    out = checkpointed(torch.randn(1, 12, 14, 14, 14, requires_grad=True))
+    assert _kept_entries(checkpointed) == 2  # one per block until the backward
+    del out
+    assert _kept_entries(checkpointed) == 0
+
+
+def test_second_backward_recomputes_the_attention() -> None:
+    """retain_graph: the second backward finds nothing kept and runs the kernel again, same gradients."""
+    _, fused = _layers()
+    checkpointed = _checkpointed(fused)
+    x = torch.randn(1, 12, 14, 14, 14, requires_grad=True)
+    out = checkpointed(x)
+    first = torch.autograd.grad(out.square().sum(), x, retain_graph=True)[0]
+    second = torch.autograd.grad(out.square().sum(), x)[0]
+    torch.testing.assert_close(second, first)

@@ -25,16 +25,24 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from monai.networks.nets.swin_unetr import BasicLayer, WindowAttention, compute_mask, get_window_size
+from monai.networks.nets.swin_unetr import (
+    BasicLayer,
+    SwinTransformerBlock,
+    WindowAttention,
+    compute_mask,
+    get_window_size,
+)
 from torch import nn
 
 __all__ = [
     "FusedBasicLayer",
+    "FusedSwinTransformerBlock",
     "FusedWindowAttention",
     "ShiftedWindowMask",
     "fuse_window_attention",
@@ -160,6 +168,7 @@ def window_attention(
     *,
     scale: float,
     dropout_p: float = 0.0,
+    keep: _KeptAttention | None = None,
 ) -> torch.Tensor:
     """``softmax(scale * q k^T + bias + shift_mask) v`` over windows, without per-window mask copies.
 
@@ -169,6 +178,8 @@ def window_attention(
         shift_mask: a :class:`ShiftedWindowMask`, MONAI's dense ``(nW, n, n)`` mask, or None.
         scale: logit scale (``head_dim ** -0.5``).
         dropout_p: attention dropout (pass 0 in eval).
+        keep: where a checkpointed block keeps the fused CPU kernel's output for its recompute (see
+            :class:`FusedSwinTransformerBlock`); ignored on other paths.
 
     Returns:
         ``(B * nW, heads, n, head_dim)``.
@@ -187,7 +198,7 @@ def window_attention(
     groups = _groups_of(shift_mask)
     bias_grad = torch.is_grad_enabled() and bias.requires_grad
     if bias_grad and q.device.type == "cpu" and dropout_p == 0.0 and _CPU_FLASH_BWD is not None:
-        return _CpuWindowAttention.apply(q, k, v, bias, groups, nw, scale)
+        return _CpuWindowAttention.apply(q, k, v, bias, groups, nw, scale, keep)
     out = q.new_empty(q.shape) if len(groups) > 1 else None
     for idx, mask in groups:
         o = F.scaled_dot_product_attention(
@@ -204,8 +215,10 @@ class _CpuWindowAttention(torch.autograd.Function):
     """Fused CPU flash attention forward; a chunked exact backward that also returns the bias gradient."""
 
     @staticmethod
-    def forward(ctx, q, k, v, bias, groups, nw, scale):  # type: ignore[override]
-        if len(groups) == 1:
+    def forward(ctx, q, k, v, bias, groups, nw, scale, keep):  # type: ignore[override]
+        if keep is not None and keep.replay is not None:  # a checkpoint's recompute: the forward's result
+            out, lse = keep.replay
+        elif len(groups) == 1:
             out, lse = _CPU_FLASH(
                 q, k, v, attn_mask=_group_mask(bias.detach(), groups[0][1], q.dtype), scale=scale
             )
@@ -219,6 +232,8 @@ class _CpuWindowAttention(torch.autograd.Function):
                 )
                 _put(out, idx, nw, o)
                 _put(lse, idx, nw, lg)
+        if keep is not None and keep.replay is None:
+            keep.kept = (out.detach(), lse)
         ctx.save_for_backward(q, k, v, bias, out, lse)  # no (windows, heads, n, n) tensor is kept
         ctx.groups, ctx.nw, ctx.scale = groups, nw, scale
         return out
@@ -231,7 +246,7 @@ class _CpuWindowAttention(torch.autograd.Function):
         if len(groups) == 1:
             m = _group_mask(bias.detach(), groups[0][1], torch.float32)[0]
             dq, dk, dv = _attention_backward(q, k, v, out, lse, dout, mask=m, scale=scale, dbias=dbias)
-            return dq, dk, dv, dbias.to(bias.dtype), None, None, None
+            return dq, dk, dv, dbias.to(bias.dtype), None, None, None, None
         dq, dk, dv = (torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
         for idx, mask in groups:
             m = _group_mask(bias.detach(), mask, torch.float32)[0]
@@ -239,7 +254,7 @@ class _CpuWindowAttention(torch.autograd.Function):
             grads = _attention_backward(*inputs, mask=m, scale=scale, dbias=dbias)
             for dst, g in zip((dq, dk, dv), grads, strict=True):
                 _put(dst, idx, nw, g)
-        return dq, dk, dv, dbias.to(bias.dtype), None, None, None
+        return dq, dk, dv, dbias.to(bias.dtype), None, None, None, None
 
 
 def _attention_backward(
@@ -311,9 +326,62 @@ class FusedWindowAttention(WindowAttention):
         index = self.relative_position_index[:n, :n].reshape(-1)  # type: ignore[index]
         bias = self.relative_position_bias_table[index].reshape(n, n, -1).permute(2, 0, 1).contiguous()
         drop = self.attn_drop.p if self.training else 0.0
-        x = window_attention(q, k, v, bias, mask, scale=self.scale, dropout_p=drop)
+        keep = self.__dict__.get("_keep")  # set by a checkpointing FusedSwinTransformerBlock
+        x = window_attention(q, k, v, bias, mask, scale=self.scale, dropout_p=drop, keep=keep)
         x = x.transpose(1, 2).reshape(b, n, c)
         return self.proj_drop(self.proj(x))
+
+
+class _KeptAttention:
+    """One block call's attention result, carried from the forward to the checkpoint's recompute."""
+
+    __slots__ = ("kept", "replay")
+
+    def __init__(self, replay: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        self.replay = replay  # (out, lse) to return instead of running the kernel
+        self.kept: tuple[torch.Tensor, torch.Tensor] | None = None  # (out, lse) the kernel made
+
+
+class FusedSwinTransformerBlock(SwinTransformerBlock):
+    """MONAI ``SwinTransformerBlock`` whose gradient checkpointing does not run the attention twice.
+
+    MONAI's ``use_checkpoint`` recomputes the attention half in the backward, fused kernel included
+    (a third of the window attention's time). Here the forward keeps the kernel's output and
+    log-sum-exp (one tensor of the block's token size) and the recompute replays the cheap parts
+    (norm, shift, partition, projections) around it. The entry is keyed by the block input the
+    checkpoint holds for its recompute and dropped at the recompute or when that input is freed.
+    Only the fused CPU path keeps anything (GPU kernels recompute quickly).
+    """
+
+    def forward_part1(
+        self, x: torch.Tensor, mask_matrix: ShiftedWindowMask | torch.Tensor | None
+    ) -> torch.Tensor:
+        """Args: x ``(B, d, h, w, C)``; mask_matrix as :class:`FusedWindowAttention` takes. Returns the same shape."""
+        if not (self.use_checkpoint and torch.is_grad_enabled() and type(self.attn) is FusedWindowAttention):
+            return super().forward_part1(x, mask_matrix)
+        entries: dict[int, tuple[weakref.ref, tuple[torch.Tensor, torch.Tensor], object]]
+        entries = self.__dict__.setdefault("_kept_attention", {})
+        entry = entries.pop(id(x), None)
+        # The same input object again: the checkpoint's recompute (or a second forward of one tensor
+        # with unchanged weights, where the kept result is just as right).
+        keep = _KeptAttention(entry[1] if entry is not None and entry[0]() is x else None)
+        self.attn.__dict__["_keep"] = keep
+        try:
+            out = super().forward_part1(x, mask_matrix)
+        finally:
+            del self.attn.__dict__["_keep"]
+        if keep.kept is not None:
+            token = object()  # the finalizer holds this, not the kept tensors
+            entries[id(x)] = (weakref.ref(x), keep.kept, token)
+            weakref.finalize(x, _drop_entry, entries, id(x), token)
+        return out
+
+
+def _drop_entry(entries: dict, key: int, token: object) -> None:
+    """Forget a kept result once its block input is freed (no backward came), unless replaced."""
+    entry = entries.get(key)
+    if entry is not None and entry[2] is token:
+        del entries[key]
 
 
 class FusedBasicLayer(BasicLayer):
@@ -336,13 +404,17 @@ class FusedBasicLayer(BasicLayer):
         return x.permute(0, 4, 1, 2, 3)
 
 
-_SWAPS = {WindowAttention: FusedWindowAttention, BasicLayer: FusedBasicLayer}
+_SWAPS = {
+    WindowAttention: FusedWindowAttention,
+    BasicLayer: FusedBasicLayer,
+    SwinTransformerBlock: FusedSwinTransformerBlock,
+}
 
 
 def fuse_window_attention(model: nn.Module, enable: bool = True) -> nn.Module:
-    """Switch every MONAI ``WindowAttention``/``BasicLayer`` in ``model`` to the fused forward (or back).
+    """Switch every MONAI ``WindowAttention``/``BasicLayer``/``SwinTransformerBlock`` to the fused forward (or back).
 
-    Only the classes change (both subclasses override ``forward`` alone), so parameters, buffers and
+    Only the classes change (the subclasses override forward methods alone), so parameters, buffers and
     state-dict keys stay MONAI's. Hyena stages are left alone.
 
     Args:
