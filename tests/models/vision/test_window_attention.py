@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from monai.networks.nets.swin_unetr import BasicLayer, WindowAttention, compute_mask
+from monai.networks.nets.swin_unetr import BasicLayer, SwinTransformerBlock, WindowAttention, compute_mask
 
 from velvet.models.vision import window_attention as wa
 from velvet.models.vision.window_attention import (
@@ -49,6 +49,7 @@ def _layers(dim: int = 12, heads: int = 2) -> tuple[BasicLayer, BasicLayer]:
             blk.attn.relative_position_bias_table.normal_(0.0, 1.0)
     fused = fuse_window_attention(copy.deepcopy(ref))
     assert type(fused) is FusedBasicLayer and type(fused.blocks[1].attn) is FusedWindowAttention
+    assert type(fused.blocks[1]) is wa.FusedSwinTransformerBlock
     return ref, fused
 
 
@@ -116,6 +117,7 @@ def test_unfuse_restores_monai_classes() -> None:
     keys = list(fused.state_dict())
     fuse_window_attention(fused, enable=False)
     assert type(fused) is BasicLayer and type(fused.blocks[0].attn) is WindowAttention
+    assert type(fused.blocks[0]) is SwinTransformerBlock
     assert list(fused.state_dict()) == keys
 
 

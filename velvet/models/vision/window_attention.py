@@ -14,11 +14,14 @@ per stage at 96^3). Here:
   gradient (it would fall back to the unfused math path), a custom autograd function runs the fused CPU
   flash kernel forward, saves only its log-sum-exp, and computes exact gradients (bias included) a
   few windows at a time in the backward, so nothing of size ``windows x heads x n x n`` is kept
-  between forward and backward and each chunk stays in cache.
+  between forward and backward and each chunk stays in cache;
+* under gradient checkpointing, :class:`FusedSwinTransformerBlock` keeps that kernel's output for
+  the backward's recompute instead of running the kernel twice.
 
-:func:`fuse_window_attention` switches the classes of a MONAI Swin's ``WindowAttention`` and
-``BasicLayer`` modules (forward methods only), so state-dict keys and parameters are unchanged and
-MONAI weights load as they are. Outputs and gradients equal MONAI's to float rounding (tested).
+:func:`fuse_window_attention` switches the classes of a MONAI Swin's ``WindowAttention``,
+``BasicLayer`` and ``SwinTransformerBlock`` modules (forward methods only), so state-dict keys and
+parameters are unchanged and MONAI weights load as they are. Outputs and gradients equal MONAI's to
+float rounding (tested).
 """
 
 from __future__ import annotations
