@@ -238,7 +238,8 @@ def _run_one(preset: str, objectives: str, args: argparse.Namespace) -> dict:
         "peak_mb": peak,
         "tflop_per_step": flops / 1e12 if flops is not None else None,
         "tflops": flops / 1e12 / median if flops is not None else None,
-        # FLOP utilisation: counted FLOPs (checkpoint recompute included when on) per second over the peak
+        # FLOP utilisation: counted FLOPs per second over the peak; with checkpointing the recompute is
+        # counted too, so it prints as HFU (hardware), not MFU (model FLOPs only)
         "mfu": flops / 1e12 / median / peak_tflops if flops is not None and peak_tflops else None,
     }
 
@@ -383,7 +384,11 @@ def main() -> None:
                         f"{r['median_s']:8.2f} {r['min_s']:6.2f}-{r['max_s']:<6.2f} {r['samples_per_s']:10.3f} "
                         f"{r['peak_mb']:8.0f}"
                         + (f" {r['tflops']:7.2f} TFLOP/s" if r.get("tflops") is not None else "")
-                        + (f" MFU {100 * r['mfu']:.1f} %" if r.get("mfu") is not None else ""),
+                        + (
+                            f" {'HFU' if r['grad_ckpt'] else 'MFU'} {100 * r['mfu']:.1f} %"
+                            if r.get("mfu") is not None
+                            else ""
+                        ),
                         flush=True,
                     )
                 if len(rows) == 2:
