@@ -25,7 +25,7 @@ from velvet.data.phantoms import LABEL_NAMES, PhantomConfig, sample_case
 from velvet.data.phantoms.anatomy import Ellipsoid
 from velvet.data.phantoms.finding_f1 import FINDING_F1_DEFINITION, finding_f1, finding_f1_from_labels
 from velvet.data.phantoms.findings import LESION_ORGANS, Findings, Lesion, sample_global_findings
-from velvet.data.phantoms.parse import findings_from_report, lesions_from_report
+from velvet.data.phantoms.parse import findings_from_report, lesion_words, lesions_from_report
 from velvet.data.phantoms.reports import write_report
 
 N_SAMPLED = 1000
@@ -123,6 +123,36 @@ def test_lesions_of_every_generated_report_are_recovered(cases):
         for lesion in lesions:  # a stated second diameter is the lesion's
             if lesion["minor_mm"] is not None:
                 assert true_minor[(lesion["diameter_mm"], lesion["minor_mm"])] > 0, report
+
+
+def _words(text: str) -> list[str]:
+    """Words and punctuation marks, as a BERT tokenizer's pre-tokenizer cuts them."""
+    return re.findall(r"\w+|[^\w\s]", text)
+
+
+def test_lesion_words_of_every_generated_report_are_stated_lesions(cases):
+    negation = {"no", "not", "without", "none", "neither", "nor"}
+    nouns = re.compile(r"(nodule|granuloma|mass|cyst|lesion|focus)e?s?")
+    for f, report in cases:
+        words = _words(report)
+        found = lesion_words(words)
+        assert len(found) >= len(f.lesions), report  # each lesion is named at least once
+        assert (not found) == (not f.lesions), report
+        for k in found:
+            assert nouns.fullmatch(words[k].lower()), (words[k], report)
+            # its sentence (between full stops) denies nothing
+            start = max((i for i in range(k) if words[i] in ".;"), default=-1) + 1
+            stop = next((i for i in range(k, len(words)) if words[i] in ".;"), len(words))
+            assert not negation & {w.lower() for w in words[start:stop]}, (words[start:stop], report)
+
+
+def test_lesion_words_skip_denied_lesions():
+    text = "No focal liver lesion. There is a 24 mm cyst in the left kidney. No splenic lesion or mass."
+    words = _words(text)
+    assert [(k, words[k]) for k in lesion_words(words)] == [(10, "cyst")]
+    assert lesion_words(_words("IMPRESSION: 1. 15 mm solid left upper lobe nodule")) == [10]
+    assert lesion_words(_words("A 20 mm lesion.")) == []  # no organ: not a lesion the reader can place
+    assert lesion_words([]) == []
 
 
 def test_damaged_reports_keep_their_labels_and_lesions(cases):

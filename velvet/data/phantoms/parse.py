@@ -55,7 +55,7 @@ their punctuation stripped are all read right, which the tests check).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -64,6 +64,7 @@ from velvet.data.phantoms.findings import LABEL_NAMES
 
 __all__ = [
     "findings_from_report",
+    "lesion_words",
     "lesions_from_report",
 ]
 
@@ -404,3 +405,31 @@ def _same_lesion(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     if a["organ"] != b["organ"] or a["side"] != b["side"]:
         return False
     return a["diameter_mm"] is None or b["diameter_mm"] is None or a["diameter_mm"] == b["diameter_mm"]
+
+
+def lesion_words(words: Sequence[str]) -> list[int]:
+    """Positions of the lesion nouns that a report's words state, not those it denies.
+
+    For grounding: in ``No focal liver lesion. A 24 mm cyst in the left kidney.`` the word that
+    names a lesion in the scan is ``cyst``, not the first ``lesion``. The words are cut into
+    sentences at ``.``, ``!``, ``?``, ``;`` and line breaks, and a lesion noun counts when its
+    sentence, read like a report (:func:`lesions_from_report`), describes a lesion.
+
+    Args:
+        words: the text as words and punctuation marks, in order (as
+            :meth:`~velvet.data.tokenization.Tokenizer.words_from_pieces` or a grounding's
+            ``units`` give them).
+
+    Returns:
+        Indices into ``words``, in text order.
+    """
+    found: list[int] = []
+    sentence: list[int] = []
+    for k, word in enumerate([*words, "."]):
+        if word not in (".", "!", "?", ";", "\n"):
+            sentence.append(k)
+            continue
+        if sentence and lesions_from_report(" ".join(words[i] for i in sentence)):
+            found.extend(i for i in sentence if _LESION_NOUN.fullmatch(words[i].lower()))
+        sentence = []
+    return found
