@@ -121,6 +121,37 @@ def _peak_rss_mb() -> float:
     return float("nan")
 
 
+# Allocators that fragment less than glibc's malloc on this workload (Debian/Ubuntu: apt install
+# libtcmalloc-minimal4 / libjemalloc2); the names torch.backends.xeon.run_cpu also preloads.
+_ALLOCATORS = {
+    "tcmalloc": ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4"),
+    "jemalloc": ("libjemalloc.so.2",),
+}
+
+
+def _preload_library(name: str) -> str:
+    """The path of allocator ``name`` (``tcmalloc``, ``jemalloc``) or ``name`` itself when it is a file."""
+    if Path(name).is_file():
+        return str(Path(name).resolve())
+    if name not in _ALLOCATORS:
+        raise SystemExit(f"--preload: {name!r} is neither a file nor one of {sorted(_ALLOCATORS)}")
+    dirs = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib64",
+        "/usr/lib",
+        "/usr/local/lib",
+    ]
+    dirs += [str(Path(sys.prefix) / "lib")]
+    for lib in _ALLOCATORS[name]:
+        for d in dirs:
+            if (Path(d) / lib).is_file():
+                return str(Path(d) / lib)
+    raise SystemExit(
+        f"--preload {name}: none of {_ALLOCATORS[name]} found in {dirs} (install it, or give a path)"
+    )
+
+
 # Dense bf16 peak (no sparsity) of the accelerators the product runs on, for model FLOP utilisation.
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "GH200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 70.0}
 
@@ -290,6 +321,18 @@ def main() -> None:
         help="GLIBC_TUNABLES for the measured processes, e.g. "
         "'glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=8388608' (less peak RSS, see README)",
     )
+    parser.add_argument(
+        "--preload",
+        default=None,
+        metavar="LIB",
+        help="LD_PRELOAD for the measured processes: 'tcmalloc', 'jemalloc' or a library path (a malloc "
+        "that fragments less than glibc's: less peak RSS, see README)",
+    )
+    parser.add_argument(
+        "--preload-this-only",
+        action="store_true",
+        help="with --against: preload only in this tree's processes (the other commit runs as it would by default)",
+    )
     parser.add_argument("--one", nargs=2, metavar=("PRESET", "OBJECTIVES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.steps < 3:
@@ -322,6 +365,9 @@ def main() -> None:
     if args.glibc_tunables:
         print(f"GLIBC_TUNABLES={args.glibc_tunables}")
     env = dict(os.environ, **({"GLIBC_TUNABLES": args.glibc_tunables} if args.glibc_tunables else {}))
+    preload = _preload_library(args.preload) if args.preload else None
+    if preload:
+        print(f"LD_PRELOAD={preload}" + (" (this tree only)" if args.preload_this_only else ""))
     # every tree reads the same reports: resolved here, not beside a temporary worktree
     env.setdefault("VELVET_TEST_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     trees = {"this": Path(__file__).resolve().parents[1]}
@@ -371,6 +417,8 @@ def main() -> None:
                         )
                     # the child imports the velvet of its own tree, not the installed one
                     child_env = dict(env, PYTHONPATH=os.pathsep.join([str(root), env.get("PYTHONPATH", "")]))
+                    if preload and (name == "this" or not args.preload_this_only):
+                        child_env["LD_PRELOAD"] = preload
                     out = subprocess.run(cmd, capture_output=True, text=True, env=child_env, cwd=root)
                     if out.returncode != 0:
                         lines = out.stderr.strip().splitlines()
