@@ -181,3 +181,20 @@ def test_second_backward_recomputes_the_attention() -> None:
     first = torch.autograd.grad(out.square().sum(), x, retain_graph=True)[0]
     second = torch.autograd.grad(out.square().sum(), x)[0]
     torch.testing.assert_close(second, first)
+
+
+def test_kept_attention_is_not_replayed_after_an_in_place_weight_change() -> None:
+    """Two forwards of one tensor: the second replays only while input and weights are unchanged."""
+    _, fused = _layers()
+    block = fused.blocks[0]
+    block.use_checkpoint = True
+    x = torch.randn(1, 14, 14, 14, 12, requires_grad=True)
+    first = block(x, None)
+    with torch.no_grad():
+        block.attn.qkv.weight.mul_(1.5)
+    block.use_checkpoint = False
+    expected = block(x, None)  # the fused block, no checkpoint, no kept state
+    block.use_checkpoint = True
+    second = block(x, None)
+    torch.testing.assert_close(second, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(second, first, atol=1e-3)

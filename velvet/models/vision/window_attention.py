@@ -362,12 +362,15 @@ class FusedSwinTransformerBlock(SwinTransformerBlock):
         """Args: x ``(B, d, h, w, C)``; mask_matrix as :class:`FusedWindowAttention` takes. Returns the same shape."""
         if not (self.use_checkpoint and torch.is_grad_enabled() and type(self.attn) is FusedWindowAttention):
             return super().forward_part1(x, mask_matrix)
-        entries: dict[int, tuple[weakref.ref, tuple[torch.Tensor, torch.Tensor], object]]
+        entries: dict[int, tuple[weakref.ref, tuple[torch.Tensor, torch.Tensor], object, tuple[int, ...]]]
         entries = self.__dict__.setdefault("_kept_attention", {})
         entry = entries.pop(id(x), None)
-        # The same input object again: the checkpoint's recompute (or a second forward of one tensor
-        # with unchanged weights, where the kept result is just as right).
-        keep = _KeptAttention(entry[1] if entry is not None and entry[0]() is x else None)
+        # The same input object, unchanged, with unchanged weights: the checkpoint's recompute (or a
+        # second forward of one tensor, where the kept result is just as right). An in-place update
+        # in between (an optimizer step, a weight edit) bumps a version and the kernel runs again.
+        state = self._attention_state(x)
+        fresh = entry is not None and entry[0]() is x and entry[3] == state
+        keep = _KeptAttention(entry[1] if fresh else None)
         self.attn.__dict__["_keep"] = keep
         try:
             out = super().forward_part1(x, mask_matrix)
@@ -375,9 +378,13 @@ class FusedSwinTransformerBlock(SwinTransformerBlock):
             del self.attn.__dict__["_keep"]
         if keep.kept is not None:
             token = object()  # the finalizer holds this, not the kept tensors
-            entries[id(x)] = (weakref.ref(x), keep.kept, token)
+            entries[id(x)] = (weakref.ref(x), keep.kept, token, state)
             weakref.finalize(x, _drop_entry, entries, id(x), token)
         return out
+
+    def _attention_state(self, x: torch.Tensor) -> tuple[int, ...]:
+        """In-place versions of everything the kept attention output depends on: ``x``, norm1, attn."""
+        return (x._version, *(t._version for t in (*self.norm1.parameters(), *self.attn.parameters())))
 
 
 def _drop_entry(entries: dict, key: int, token: object) -> None:
