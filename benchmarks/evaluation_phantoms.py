@@ -9,6 +9,13 @@ the share of test cases with a lesion where the hottest feature-grid region of t
 lesion word's attention (``cyst`` in ``a 24 mm cyst``, not ``lesion`` in ``no liver lesion``)
 holds lesion voxels (``region``), and where its centre voxel is a lesion voxel (``voxel``);
 chance is the share of the body's regions that hold lesion voxels.
+
+The region lesion probe asks whether the grid the words align with sees lesions at all: a linear
+probe (``velvet.evaluation.probe.LinearProbe``) on the word-level map's cells, fitted on the
+validation cases (half to fit, half to choose the L2 strength), tells the test cells that hold
+lesion voxels from those that do not; AUROC over all cells and over the cells of the lesions'
+host organs (a cell counts when at least half of it is host organ or lesion). The same probe on a
+randomly initialised copy of the architecture is the reference: what training added.
 """
 
 from __future__ import annotations
@@ -64,6 +71,51 @@ def grounding_hit_rate(model, records, lesion_id: int) -> dict[str, float]:
     }
 
 
+HOST_ORGANS = ("liver", "spleen", "kidney_right", "kidney_left", "lung_right", "lung_left")
+
+
+@torch.no_grad()
+def _cells(model, records, classes: dict[str, str], batch: int = 20):
+    """Word-level map cells ``(N, C)``, whether each holds lesion voxels, whether it is host organ."""
+    from velvet.data.cache import UncachedVolumes
+
+    source = UncachedVolumes(model.preprocess, label_map=True)
+    lesion_id = int(next(k for k, v in classes.items() if v == "lesion"))
+    host_ids = torch.tensor([int(k) for k, v in classes.items() if v in HOST_ORGANS or v == "lesion"])
+    feats, lesion, host = [], [], []
+    for start in range(0, len(records), batch):
+        samples = [source.get_or_create(r) for r in records[start : start + batch]]
+        image = torch.stack([torch.as_tensor(s["image"]).float() for s in samples])  # (B, 1, H, W, D)
+        label = torch.stack([torch.as_tensor(s["label_map"]).long() for s in samples])  # (B, 1, H, W, D)
+        cells = model.encode_image(image)["maps"][model.config.word_level]  # (B, C, h, w, d)
+        grid = cells.shape[2:]
+        pool = torch.nn.functional.adaptive_avg_pool3d
+        feats.append(cells.flatten(2).transpose(1, 2).reshape(-1, cells.shape[1]))
+        lesion.append(pool((label == lesion_id).float(), grid).flatten() > 0)
+        host.append(pool(torch.isin(label, host_ids).float(), grid).flatten() >= 0.5)
+    return torch.cat(feats), torch.cat(lesion), torch.cat(host)
+
+
+def region_lesion_probe(model, fit_records, test_records, classes: dict[str, str]) -> dict[str, float]:
+    """Test AUROC of a linear probe for "this word-level cell holds lesion voxels" (module docstring)."""
+    from velvet.evaluation.probe import LinearProbe
+    from velvet.metrics.classification import auroc
+
+    model.eval()
+    half = len(fit_records) // 2
+    (fx, fy, _), (vx, vy, _), (tx, ty, th) = (
+        _cells(model, recs, classes) for recs in (fit_records[:half], fit_records[half:], test_records)
+    )
+    probe = LinearProbe.fit(fx, fy[:, None].double(), vx, vy[:, None].double())
+    scores = probe.predict_proba(tx)[:, 0]
+    return {
+        "cells": int(ty.numel()),
+        "lesion_cells": int(ty.sum()),
+        "auroc_all_cells": auroc(scores, ty.double()),
+        "auroc_host_organ_cells": auroc(scores[th], ty[th].double()),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="runs/demo/data/phantoms")
@@ -108,6 +160,12 @@ def main() -> None:
     lesion_id = int(next(k for k, v in classes.items() if v == "lesion"))
     test = read_manifest(manifest).split("test")
     grounding = grounding_hit_rate(model, test, lesion_id)
+    val = read_manifest(manifest).split("val")
+    grounding["region_probe"] = region_lesion_probe(model, val, test, classes)
+    torch.manual_seed(0)
+    untrained = type(model)(model.config)  # same architecture, random weights: the reference
+    untrained.preprocess = model.preprocess
+    grounding["region_probe_untrained"] = region_lesion_probe(untrained, val, test, classes)
     (out / "grounding.json").write_text(json.dumps(grounding, indent=2) + "\n", encoding="utf-8")
 
     r, rm = results["retrieval"]["metrics"], results["retrieval_multilevel"]["metrics"]
@@ -144,6 +202,13 @@ def main() -> None:
         f"\ngrounding: the lesion word's hottest region holds lesion voxels in {grounding['region_hits']} of "
         f"{grounding['cases']} test cases ({grounding['region_hit_rate']:.2f}; chance {grounding['chance_region']:.3f}); "
         f"its centre voxel is a lesion voxel in {grounding['voxel_hits']}"
+    )
+    trained, untrained = grounding["region_probe"], grounding["region_probe_untrained"]
+    print(
+        f"region lesion probe on the word-level map ({trained['cells']} test cells, {trained['lesion_cells']} with "
+        f"lesion voxels): AUROC all cells {trained['auroc_all_cells']:.3f} (untrained "
+        f"{untrained['auroc_all_cells']:.3f}), host-organ cells {trained['auroc_host_organ_cells']:.3f} "
+        f"(untrained {untrained['auroc_host_organ_cells']:.3f})"
     )
 
 
