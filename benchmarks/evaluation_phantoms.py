@@ -14,8 +14,10 @@ The region lesion probe asks whether the grid the words align with sees lesions 
 probe (``velvet.evaluation.probe.LinearProbe``) on the word-level map's cells, fitted on the
 validation cases (half to fit, half to choose the L2 strength), tells the test cells that hold
 lesion voxels from those that do not; AUROC over all cells and over the cells of the lesions'
-host organs (a cell counts when at least half of it is host organ or lesion). The same probe on a
-randomly initialised copy of the architecture is the reference: what training added.
+host organs (a cell counts when at least half of it is host organ or lesion). Two references: the
+same probe on a randomly initialised copy of the architecture (what training added), and a probe
+on the cell's position alone (one-hot; lesions sit in some cells more than others), the floor that
+features which see lesions must beat.
 """
 
 from __future__ import annotations
@@ -106,13 +108,25 @@ def region_lesion_probe(model, fit_records, test_records, classes: dict[str, str
     (fx, fy, _), (vx, vy, _), (tx, ty, th) = (
         _cells(model, recs, classes) for recs in (fit_records[:half], fit_records[half:], test_records)
     )
-    probe = LinearProbe.fit(fx, fy[:, None].double(), vx, vy[:, None].double())
-    scores = probe.predict_proba(tx)[:, 0]
+    cells = int(fx.shape[0] // max(half, 1))  # cells per case; rows run case by case, cell by cell
+
+    def fit_and_score(fit_x, val_x, test_x) -> tuple[float, float]:
+        probe = LinearProbe.fit(fit_x, fy[:, None].double(), val_x, vy[:, None].double())
+        scores = probe.predict_proba(test_x)[:, 0]
+        return auroc(scores, ty.double()), auroc(scores[th], ty[th].double())
+
+    def position(n: int) -> torch.Tensor:
+        return torch.eye(cells).repeat(n // cells, 1)  # (n, cells) one-hot of each row's cell
+
+    features = fit_and_score(fx, vx, tx)
+    where = fit_and_score(position(len(fx)), position(len(vx)), position(len(tx)))
     return {
         "cells": int(ty.numel()),
         "lesion_cells": int(ty.sum()),
-        "auroc_all_cells": auroc(scores, ty.double()),
-        "auroc_host_organ_cells": auroc(scores[th], ty[th].double()),
+        "auroc_all_cells": features[0],
+        "auroc_host_organ_cells": features[1],
+        "position_only_auroc_all_cells": where[0],
+        "position_only_auroc_host_organ_cells": where[1],
     }
 
 
@@ -208,7 +222,8 @@ def main() -> None:
         f"region lesion probe on the word-level map ({trained['cells']} test cells, {trained['lesion_cells']} with "
         f"lesion voxels): AUROC all cells {trained['auroc_all_cells']:.3f} (untrained "
         f"{untrained['auroc_all_cells']:.3f}), host-organ cells {trained['auroc_host_organ_cells']:.3f} "
-        f"(untrained {untrained['auroc_host_organ_cells']:.3f})"
+        f"(untrained {untrained['auroc_host_organ_cells']:.3f}); the cell's position alone "
+        f"{trained['position_only_auroc_all_cells']:.3f} / {trained['position_only_auroc_host_organ_cells']:.3f}"
     )
 
 
