@@ -1,7 +1,10 @@
 """Format v1 (velvet 0.1, objective heads inside the model) still loads, with identical embeddings.
 
 ``tests/fixtures/velvet_v1_tiny`` was written by velvet 0.1 before the model/objective split, with
-reference outputs computed then (``velvet_v1_tiny_reference.safetensors``).
+reference outputs computed then (``velvet_v1_tiny_reference.safetensors``). "Identical" means equal
+to float32 round-off: the outputs are bit-equal on the CPU that wrote the references, while another
+CPU's kernels sum in another order (measured up to 2e-6 on values up to 3); a weight loaded into
+the wrong place or dropped changes them by orders of magnitude more.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ from velvet.models.pretrained import FORMAT_VERSION, from_pretrained
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 V1 = FIXTURES / "velvet_v1_tiny"
+
+
+def _same(value: torch.Tensor, expected: torch.Tensor, what: str) -> None:
+    torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-5, msg=lambda m: f"{what}: {m}")
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +69,13 @@ def test_v1_directory_loads_with_identical_outputs(reference, reports):
     assert set(model.config.levels) == {"report", "sentence", "word"} and model.has_fusion
     out = _outputs(model, reference["image"], reports)
     for key, value in out.items():
-        assert torch.equal(value, reference[key]), key
+        _same(value, reference[key], key)
 
 
 def test_v1_encoders_load_alone(reference):
     vision = from_pretrained(V1, kind="vision")
     with torch.no_grad():
-        assert torch.equal(vision(reference["image"])["maps"][0], reference["image_map_0"])
+        _same(vision(reference["image"])["maps"][0], reference["image_map_0"], "image_map_0")
 
 
 def test_resaved_as_v2_loads_with_identical_outputs(tmp_path, reference, reports):
@@ -80,14 +87,21 @@ def test_resaved_as_v2_loads_with_identical_outputs(tmp_path, reference, reports
     again = velvet.from_pretrained(tmp_path / "v2")
     out = _outputs(again, reference["image"], reports)
     for key, value in out.items():
-        assert torch.equal(value, reference[key]), key
+        _same(value, reference[key], key)
 
 
 def test_create_model_builds_encoders_only():
     model = velvet.create_model("velvet-tiny")
     assert isinstance(model, velvet.VelvetModel)
-    assert set(model.heads) == {"image_report", "text_report", "image_sentence", "text_sentence",
-                                "image_word", "text_word", "visual_adapter"}
+    assert set(model.heads) == {
+        "image_report",
+        "text_report",
+        "image_sentence",
+        "text_sentence",
+        "image_word",
+        "text_word",
+        "visual_adapter",
+    }
     small = velvet.create_model("velvet-tiny", levels=["report"], text={"num_fusion_layers": 0})
     assert set(small.heads) == {"image_report", "text_report"} and not small.has_fusion
     assert "velvet-tiny" in velvet.list_models()
