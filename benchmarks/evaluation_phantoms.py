@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -76,58 +77,76 @@ def grounding_hit_rate(model, records, lesion_id: int) -> dict[str, float]:
 HOST_ORGANS = ("liver", "spleen", "kidney_right", "kidney_left", "lung_right", "lung_left")
 
 
-@torch.no_grad()
-def _cells(model, records, classes: dict[str, str], batch: int = 20):
-    """Word-level map cells ``(N, C)``, whether each holds lesion voxels, whether it is host organ."""
+def _volumes(contract, records) -> tuple[torch.Tensor, torch.Tensor]:
+    """Preprocessed images and label maps ``(N, 1, H, W, D)`` of ``records`` (read once, used by every model)."""
     from velvet.data.cache import UncachedVolumes
 
-    source = UncachedVolumes(model.preprocess, label_map=True)
-    lesion_id = int(next(k for k, v in classes.items() if v == "lesion"))
-    host_ids = torch.tensor([int(k) for k, v in classes.items() if v in HOST_ORGANS or v == "lesion"])
-    feats, lesion, host = [], [], []
-    for start in range(0, len(records), batch):
-        samples = [source.get_or_create(r) for r in records[start : start + batch]]
-        image = torch.stack([torch.as_tensor(s["image"]).float() for s in samples])  # (B, 1, H, W, D)
-        label = torch.stack([torch.as_tensor(s["label_map"]).long() for s in samples])  # (B, 1, H, W, D)
-        cells = model.encode_image(image)["maps"][model.config.word_level]  # (B, C, h, w, d)
-        grid = cells.shape[2:]
-        pool = torch.nn.functional.adaptive_avg_pool3d
-        feats.append(cells.flatten(2).transpose(1, 2).reshape(-1, cells.shape[1]))
-        lesion.append(pool((label == lesion_id).float(), grid).flatten() > 0)
-        host.append(pool(torch.isin(label, host_ids).float(), grid).flatten() >= 0.5)
-    return torch.cat(feats), torch.cat(lesion), torch.cat(host)
+    source = UncachedVolumes(contract, label_map=True)
+    samples = [source.get_or_create(r) for r in records]
+    image = torch.stack([torch.as_tensor(s["image"]).float() for s in samples])
+    label = torch.stack([torch.as_tensor(s["label_map"]).long() for s in samples])
+    return image, label
 
 
-def region_lesion_probe(model, fit_records, test_records, classes: dict[str, str]) -> dict[str, float]:
-    """Test AUROC of a linear probe for "this word-level cell holds lesion voxels" (module docstring)."""
+@torch.no_grad()
+def _cells(model, image: torch.Tensor, batch: int = 20) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """Word-level map cells ``(N * R, C)``, case by case, cell by cell (row-major over the grid), and the grid."""
+    model.eval()
+    maps = [
+        model.encode_image(image[i : i + batch])["maps"][model.config.word_level]
+        for i in range(0, len(image), batch)
+    ]
+    cells = torch.cat(maps)  # (N, C, h, w, d)
+    return cells.flatten(2).transpose(1, 2).reshape(-1, cells.shape[1]), tuple(cells.shape[2:])
+
+
+def region_lesion_probe(models: dict, fit_records, test_records, classes: dict[str, str]) -> dict:
+    """Test AUROC of a linear probe for "this word-level cell holds lesion voxels" (module docstring).
+
+    Args:
+        models: name -> model, all with the same preprocessing contract and word-level grid.
+        fit_records: cases to fit on (first half) and to choose the L2 strength on (second half).
+        test_records: cases to score.
+
+    Returns:
+        cell counts, the position-only reference, and each model's AUROC on all and on host-organ cells.
+    """
     from velvet.evaluation.probe import LinearProbe
     from velvet.metrics.classification import auroc
 
-    model.eval()
+    first = next(iter(models.values()))
     half = len(fit_records) // 2
-    (fx, fy, _), (vx, vy, _), (tx, ty, th) = (
-        _cells(model, recs, classes) for recs in (fit_records[:half], fit_records[half:], test_records)
-    )
-    cells = int(fx.shape[0] // max(half, 1))  # cells per case; rows run case by case, cell by cell
+    splits = [
+        _volumes(first.preprocess, recs) for recs in (fit_records[:half], fit_records[half:], test_records)
+    ]
+    encoded = {name: [_cells(m, image) for image, _ in splits] for name, m in models.items()}
+    grids = {grid for per_split in encoded.values() for _, grid in per_split}
+    if len(grids) != 1:
+        raise ValueError(f"the models' word-level grids differ: {sorted(grids)}")
+    grid = grids.pop()
+    feats = {name: [x for x, _ in per_split] for name, per_split in encoded.items()}
+    n_cells = math.prod(grid)
+    lesion_id = int(next(k for k, v in classes.items() if v == "lesion"))
+    host_ids = torch.tensor([int(k) for k, v in classes.items() if v in HOST_ORGANS or v == "lesion"])
+    pool = torch.nn.functional.adaptive_avg_pool3d
+    fy, vy, ty = (pool((label == lesion_id).float(), grid).flatten() > 0 for _, label in splits)
+    th = pool(torch.isin(splits[2][1], host_ids).float(), grid).flatten() >= 0.5  # host-organ test cells
 
-    def fit_and_score(fit_x, val_x, test_x) -> tuple[float, float]:
+    def fit_and_score(fit_x, val_x, test_x) -> dict[str, float]:
         probe = LinearProbe.fit(fit_x, fy[:, None].double(), val_x, vy[:, None].double())
         scores = probe.predict_proba(test_x)[:, 0]
-        return auroc(scores, ty.double()), auroc(scores[th], ty[th].double())
+        return {
+            "auroc_all_cells": auroc(scores, ty.double()),
+            "auroc_host_organ_cells": auroc(scores[th], ty[th].double()),
+        }
 
     def position(n: int) -> torch.Tensor:
-        return torch.eye(cells).repeat(n // cells, 1)  # (n, cells) one-hot of each row's cell
+        return torch.eye(n_cells).repeat(n // n_cells, 1)  # (n, cells) one-hot of each row's cell
 
-    features = fit_and_score(fx, vx, tx)
-    where = fit_and_score(position(len(fx)), position(len(vx)), position(len(tx)))
-    return {
-        "cells": int(ty.numel()),
-        "lesion_cells": int(ty.sum()),
-        "auroc_all_cells": features[0],
-        "auroc_host_organ_cells": features[1],
-        "position_only_auroc_all_cells": where[0],
-        "position_only_auroc_host_organ_cells": where[1],
-    }
+    out: dict = {"cells": int(ty.numel()), "lesion_cells": int(ty.sum())}
+    out["position_only"] = fit_and_score(*(position(len(x)) for x in feats[next(iter(models))]))  # once
+    out.update({name: fit_and_score(*x) for name, x in feats.items()})
+    return out
 
 
 def main() -> None:
@@ -175,11 +194,12 @@ def main() -> None:
     test = read_manifest(manifest).split("test")
     grounding = grounding_hit_rate(model, test, lesion_id)
     val = read_manifest(manifest).split("val")
-    grounding["region_probe"] = region_lesion_probe(model, val, test, classes)
     torch.manual_seed(0)
     untrained = type(model)(model.config)  # same architecture, random weights: the reference
     untrained.preprocess = model.preprocess
-    grounding["region_probe_untrained"] = region_lesion_probe(untrained, val, test, classes)
+    grounding["region_probe"] = region_lesion_probe(
+        {"model": model, "untrained": untrained}, val, test, classes
+    )
     (out / "grounding.json").write_text(json.dumps(grounding, indent=2) + "\n", encoding="utf-8")
 
     r, rm = results["retrieval"]["metrics"], results["retrieval_multilevel"]["metrics"]
@@ -217,14 +237,15 @@ def main() -> None:
         f"{grounding['cases']} test cases ({grounding['region_hit_rate']:.2f}; chance {grounding['chance_region']:.3f}); "
         f"its centre voxel is a lesion voxel in {grounding['voxel_hits']}"
     )
-    trained, untrained = grounding["region_probe"], grounding["region_probe_untrained"]
+    probe = grounding["region_probe"]
     print(
-        f"region lesion probe on the word-level map ({trained['cells']} test cells, {trained['lesion_cells']} with "
-        f"lesion voxels): AUROC all cells {trained['auroc_all_cells']:.3f} (untrained "
-        f"{untrained['auroc_all_cells']:.3f}), host-organ cells {trained['auroc_host_organ_cells']:.3f} "
-        f"(untrained {untrained['auroc_host_organ_cells']:.3f}); the cell's position alone "
-        f"{trained['position_only_auroc_all_cells']:.3f} / {trained['position_only_auroc_host_organ_cells']:.3f}"
+        f"region lesion probe on the word-level map ({probe['cells']} test cells, {probe['lesion_cells']} with lesion voxels):"
     )
+    for name in ("model", "untrained", "position_only"):
+        print(
+            f"  {name:14s} AUROC all cells {probe[name]['auroc_all_cells']:.3f}, "
+            f"host-organ cells {probe[name]['auroc_host_organ_cells']:.3f}"
+        )
 
 
 if __name__ == "__main__":
